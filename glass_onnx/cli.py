@@ -1,0 +1,127 @@
+"""The `glass-onnx` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from glass_onnx.runtime.errors import GlassError
+
+
+def _threads(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--threads must be at least 1")
+    return n
+
+
+def cmd_export(args) -> None:
+    from glass_onnx.export import export_dense
+
+    out = export_dense(args.model, args.output, force=args.force, log=_log)
+    _log(f"wrote {out}")
+
+
+def cmd_compile(args) -> None:
+    from glass_onnx.compile import CompileOptions, compile_model
+
+    options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
+                             prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
+                             prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file)
+    compile_model(args.model, args.output, options, force=args.force, log=_log)
+
+
+def cmd_generate(args) -> None:
+    from glass_onnx.runtime import Generator, SamplingConfig
+
+    generator = Generator(args.artifact, provider=args.provider, threads=args.threads)
+    prompt_ids = generator.encode(args.prompt, chat=args.chat)
+    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    result = generator.generate(prompt_ids, max_new_tokens=args.max_new_tokens, sampling=sampling,
+                                stop_strings=tuple(args.stop or ()), on_text=stream, prefill_chunk=args.prefill_chunk)
+    glass = generator.manifest.get("glass")
+    if args.json:
+        data = result.to_json()
+        data["method"] = glass["method"] if glass else "dense"
+        if glass:
+            data["kept_neurons"] = glass["k"]
+            data["intermediate_size"] = glass["intermediate_size"]
+        print(json.dumps(data))
+        return
+    figures = (f"[{result.prompt_tokens} prompt tokens, prefill {result.prefill_ms:.0f} ms, "
+               f"{len(result.tokens)} new tokens at {result.decode_tokens_per_s:.1f} tok/s")
+    if glass:
+        figures += f", {glass['method']} keeps {glass['k']}/{glass['intermediate_size']} FFN neurons per layer"
+    print(f"\n{figures}]")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glass-onnx", description=__doc__ or None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a model's dense decoder with KV cache to ONNX")
+    p.add_argument("model", help="catalog name (smollm2-135m, gemma3-270m), HF directory, .gguf file or hub id")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_export)
+
+    from glass_onnx.methods import METHODS
+
+    p = sub.add_parser("compile", help="compile a model into GLASS prefill and decode sessions")
+    p.add_argument("model", help="catalog name, HF directory, .gguf file, hub id, or a dense export directory")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--method", default="a-glass", help=f"one of: {', '.join(METHODS)} (default a-glass)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of FFN neurons dropped, in [0, 1)")
+    p.add_argument("--lam", type=float, default=None, help="weight of the prompt's ranking (a-glass, i-glass)")
+    p.add_argument("--fusion", default="rank", help="rank (weighted rank aggregation) or plackett-luce")
+    p.add_argument("--prior-samples", type=int, default=64, help="sequences the model samples for the prior")
+    p.add_argument("--prior-tokens", type=int, default=256, help="tokens per prior sequence")
+    p.add_argument("--prior-text", default=None, help="compute the prior on this text file instead of samples")
+    p.add_argument("--prior-file", default=None, help="a prior .npz saved by an earlier compile")
+    p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("generate", help="generate text from an exported or compiled directory")
+    p.add_argument("artifact")
+    p.add_argument("prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="use the chat template")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as raw text")
+    p.add_argument("--threads", type=_threads, default=None, help="ORT intra-op threads (default: all cores)")
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--prefill-chunk", type=int, default=None, help="prefill the prompt in chunks of this many tokens")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GlassError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`glass-onnx compile`: dense export -> global prior -> graph passes -> prefill.onnx + decode.onnx sharing weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glass_onnx.artifact import atomic_directory, cache_dir, versions
+from glass_onnx.methods import get_method, check_settings
+from glass_onnx.priors import PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks, save_prior
+from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.manifest import load_manifest, write_manifest
+
+PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+@dataclasses.dataclass
+class CompileOptions:
+    method: str = "a-glass"
+    sparsity: float = 0.5
+    lam: float | None = None
+    fusion: str = "rank"
+    prior_samples: int = 64
+    prior_tokens: int = 256
+    prior_seed: int = 0
+    prior_text: str | None = None
+    prior_file: str | None = None
+
+
+class _ModelLoader:
+    """Loads the torch model at most once, and only if an export or a prior needs it."""
+
+    def __init__(self, source, log):
+        self.source, self.log, self._loaded = source, log, None
+
+    def get(self):
+        if self._loaded is None:
+            from glass_onnx.sources import load_model
+
+            self.log(f"loading {self.source.spec} in torch ...")
+            self._loaded = load_model(self.source)
+        return self._loaded
+
+
+def _source_key(source) -> str:
+    path = Path(source.path)
+    stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
+        [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
+    key = json.dumps([source.describe(), stamp, versions().get("glass-onnx"), versions().get("transformers")])
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source.spec).name)[:40]
+    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def dense_artifact(spec: str, log=print) -> tuple[Path, object | None]:
+    """A dense artifact for ``spec``: the directory itself if it is one, else a cached export."""
+    from glass_onnx.export import export_dense
+    from glass_onnx.sources import resolve
+
+    if Path(spec).is_dir() and (Path(spec) / "manifest.json").exists():
+        if load_manifest(spec)["kind"] != "dense":
+            raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
+        return Path(spec), None
+    source = resolve(spec)
+    directory = cache_dir() / "exports" / _source_key(source)
+    if not (directory / "manifest.json").exists():
+        export_dense(spec, directory, force=True, log=log)
+    else:
+        log(f"using the cached dense export {directory}")
+    return directory, source
+
+
+def global_prior(dense: Path, manifest: dict, source, method, options: CompileOptions, log) -> tuple[np.ndarray, dict]:
+    """The prior values [layers, I] for the method, computed or read from the cache, and their provenance."""
+    layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
+    if method.prior is None:
+        return np.zeros((layers, size)), {"kind": "none"}
+    if method.prior == "random":
+        return random_prior(layers, size, options.prior_seed), {"kind": "random", "seed": options.prior_seed}
+    if options.prior_file:
+        values, meta = load_prior_file(options.prior_file, layers, size)
+        if meta["settings"].get("kind") != method.prior:
+            raise GlassError(f"'{options.prior_file}' is a {meta['settings'].get('kind')} prior, method "
+                             f"{method.name} needs a {method.prior} prior")
+        return values, {"kind": method.prior, "file": str(options.prior_file), **meta}
+    settings = PriorSettings(method.prior, options.prior_samples, options.prior_tokens, 1.0, options.prior_seed,
+                             options.prior_text)
+    key = _source_key(source) if source is not None else dense.name + "-" + hashlib.sha256(
+        str(dense.resolve()).encode()).hexdigest()[:12]
+    path = prior_path(key, settings)
+    if path.exists():
+        log(f"using the cached {method.prior} prior {path}")
+        values = np.load(path)["values"]
+    else:
+        if source is None:
+            from glass_onnx.sources import resolve
+
+            source = resolve(manifest["model"]["source"]["path"])
+        from glass_onnx.sources import load_model
+
+        log(f"computing the {method.prior} prior (N={settings.samples}, T={settings.tokens}) ...")
+        start = time.perf_counter()
+        model, tokenizer = load_model(source)
+        instruct = bool(manifest["tokenizer"].get("instruct"))
+        values = compute_prior(model, tokenizer, settings, instruct)
+        save_prior(path, values, manifest["model"]["id"], settings)
+        log(f"prior computed in {time.perf_counter() - start:.0f} s, cached at {path}")
+    provenance = {"kind": method.prior, "source": "text file" if settings.text else "model samples",
+                  **dataclasses.asdict(settings), "cache": str(path)}
+    return values, provenance
+
+
+def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
+    import onnx
+    import onnx_ir as ir
+
+    from glass_onnx.passes import decode_pipeline, io_names, prefill_pipeline
+    from glass_onnx.shared_weights import save_sharing_weights
+
+    method = get_method(options.method)
+    if options.fusion not in ("rank", "plackett-luce"):
+        raise GlassError(f"unknown fusion '{options.fusion}'; choose rank or plackett-luce")
+    if Path(output).exists() and not force:
+        raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
+    dense, source = dense_artifact(spec, log)
+    manifest = load_manifest(dense)
+    model_info = manifest["model"]
+    k, lam = check_settings(method, options.sparsity, options.lam, model_info["intermediate_size"])
+    if lam is None:
+        from glass_onnx.models import CATALOG
+
+        recipe = CATALOG.get(model_info["id"])
+        lam = recipe.default_lam if recipe else 0.5
+    prior_values, provenance = global_prior(dense, manifest, source, method, options, log)
+    prior_rank = ranks(prior_values) if method.prior else np.zeros(prior_values.shape, np.float32)
+
+    log(f"compiling {method.name}: keep {k}/{model_info['intermediate_size']} neurons per layer, lam={lam}, "
+        f"fusion={options.fusion}")
+    prefill = ir.load(dense / manifest["sessions"]["prefill"])
+    decode = ir.load(dense / manifest["sessions"]["decode"])
+    prefill_pipeline(prior_rank, lam, k, options.fusion)(prefill)
+    decode_pipeline()(decode)
+    with atomic_directory(output, force=force) as tmp:
+        save_sharing_weights({PREFILL: prefill, DECODE: decode}, tmp, WEIGHTS)
+        for name in (PREFILL, DECODE):
+            onnx.checker.check_model(str(tmp / name), full_check=True)
+        for name in TOKENIZER_FILES:
+            if (dense / name).exists():
+                shutil.copy2(dense / name, tmp / name)
+        np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
+        write_manifest(tmp, {
+            **{key: manifest[key] for key in ("model", "tokenizer", "io")},
+            "kind": "glass",
+            "sessions": {"prefill": PREFILL, "decode": DECODE},
+            "glass": {
+                "method": method.name,
+                "sparsity": 1.0 - k / model_info["intermediate_size"],
+                "requested_sparsity": options.sparsity,
+                "k": k,
+                "intermediate_size": model_info["intermediate_size"],
+                "lam": lam,
+                "fusion": options.fusion,
+                "prior": provenance,
+                "state": {"input": io_names.PAST_NEURON_STATS, "output": io_names.PRESENT_NEURON_STATS,
+                          "shape": ["batch", model_info["intermediate_size"]], "dtype": "float32", "initial": 0.0},
+                "handoff": {"output": io_names.KEPT_NEURONS, "input": io_names.KEPT_NEURONS,
+                            "shape": ["batch", k], "dtype": "int64"},
+                "overridable": {"prior_rank": io_names.PRIOR_RANK, "lam": io_names.LAM, "k": io_names.KEEP},
+            },
+            "dense_export": str(dense),
+            "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
+        })
+    log(f"wrote {output}")
+    return Path(output)

@@ -1,0 +1,176 @@
+"""Dense export: a Hugging Face decoder with KV cache to one ONNX graph plus one external-weights file.
+
+Front end choice (see README): torch.onnx.export(dynamo=True) at opset 23. It follows the model's own
+transformers code, so any supported architecture exports the same way, and opset 23 keeps attention, RMSNorm
+and rotary embeddings as single standard ops (Attention, RMSNormalization, RotaryEmbedding) that every EP runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from glass_onnx.artifact import atomic_directory, versions
+from glass_onnx.runtime.manifest import write_manifest
+
+OPSET = 23
+GRAPH = "model.onnx"
+WEIGHTS = "model.onnx.data"
+IO = {
+    "input_ids": "input_ids",
+    "attention_mask": "attention_mask",
+    "position_ids": "position_ids",
+    "past_key": "past_key_values.{layer}.key",
+    "past_value": "past_key_values.{layer}.value",
+    "present_key": "present.{layer}.key",
+    "present_value": "present.{layer}.value",
+    "logits": "logits",
+    "kv_layout": ["batch", "kv_heads", "sequence", "head_dim"],
+    "kv_dtype": "float32",
+}
+
+
+def architecture(model) -> dict:
+    """The facts a runtime needs about the model, read from its config."""
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    return {
+        "architecture": type(model).__name__,
+        "model_type": config.model_type,
+        "num_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_attention_heads": heads,
+        "num_kv_heads": getattr(config, "num_key_value_heads", None) or heads,
+        "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+        "vocab_size": config.vocab_size,
+        "max_context": config.max_position_embeddings,
+        "activation": getattr(config, "hidden_act", None) or getattr(config, "hidden_activation", None),
+        "sliding_window": getattr(config, "sliding_window", None),
+    }
+
+
+def _decoder_with_cache(model):
+    """Wrap the model so its KV cache is a flat list of tensors, as ONNX graph inputs and outputs must be."""
+    import torch
+    from transformers import DynamicCache
+
+    class DecoderWithCache(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, position_ids, past_key_values):
+            # No config: every layer keeps its whole past (sliding-window layers are limited by the mask
+            # instead), so all present tensors have the same length and the runtime treats them alike.
+            cache = DynamicCache(ddp_cache_data=[(past_key_values[i], past_key_values[i + 1])
+                                                 for i in range(0, len(past_key_values), 2)])
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=cache, use_cache=True)
+            presents = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
+            return (out.logits, *presents)
+
+    return DecoderWithCache().eval()
+
+
+def export_onnx(model, path: Path, log=print) -> None:
+    """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past."""
+    import torch
+
+    arch = architecture(model)
+    n, kvh, hd = arch["num_layers"], arch["num_kv_heads"], arch["head_dim"]
+    # example sizes >= 2 in every dynamic dim: torch.export specialises 0 and 1
+    batch, seq, past = 2, 3, 4
+    input_ids = torch.randint(0, arch["vocab_size"], (batch, seq))
+    attention_mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    position_ids = torch.arange(past, past + seq).unsqueeze(0).expand(batch, -1).contiguous()
+    past_kv = [torch.randn(batch, kvh, past, hd) for _ in range(2 * n)]
+
+    B, S, P, T = (torch.export.Dim.DYNAMIC,) * 4
+    dynamic_shapes = {
+        "input_ids": {0: B, 1: S},
+        "attention_mask": {0: B, 1: T},
+        "position_ids": {0: B, 1: S},
+        "past_key_values": [{0: B, 2: P} for _ in range(2 * n)],
+    }
+    io_past = [IO[k].format(layer=i) for i in range(n) for k in ("past_key", "past_value")]
+    io_present = [IO[k].format(layer=i) for i in range(n) for k in ("present_key", "present_value")]
+    start = time.perf_counter()
+    log(f"exporting {arch['architecture']} ({n} layers) to ONNX opset {OPSET} ...")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            _decoder_with_cache(model),
+            (input_ids, attention_mask, position_ids, past_kv),
+            dynamic_shapes=dynamic_shapes,
+            input_names=["input_ids", "attention_mask", "position_ids", *io_past],
+            output_names=["logits", *io_present],
+            opset_version=OPSET,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    from glass_onnx.passes import NameDynamicDimsPass
+
+    NameDynamicDimsPass()(program.model)
+    program.save(str(path), external_data=True)
+    produced = Path(str(path) + ".data")
+    if produced.name != WEIGHTS and produced.exists():
+        produced.rename(path.parent / WEIGHTS)
+    log(f"exported in {time.perf_counter() - start:.0f} s")
+
+
+def save_tokenizer(tokenizer, directory: Path, instruct: bool) -> dict:
+    """Save tokenizer.json (and the chat template) for the runtime; return the manifest's tokenizer section."""
+    tokenizer.save_pretrained(str(directory))
+    for extra in ("special_tokens_map.json",):
+        (directory / extra).unlink(missing_ok=True)
+    template = getattr(tokenizer, "chat_template", None)
+    if template and not (directory / "chat_template.jinja").exists():
+        (directory / "chat_template.jinja").write_text(template)
+    eos = tokenizer.eos_token_id
+    return {
+        "file": "tokenizer.json",
+        "chat_template": "chat_template.jinja" if template else None,
+        "instruct": bool(instruct and template),
+        "bos_token": tokenizer.bos_token,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_ids": [eos] if eos is not None else [],
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends generation: the tokenizer's EOS plus the generation config's (Gemma has two)."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return sorted(ids)
+
+
+def export_dense(spec: str, output: str | Path, force: bool = False, log=print) -> Path:
+    """`glass-onnx export`: load the model, export it, and write a complete dense artifact directory."""
+    from glass_onnx.sources import load_model, resolve
+
+    source = resolve(spec)
+    log(f"loading {source.spec} from {source.path} ...")
+    model, tokenizer = load_model(source)
+    with atomic_directory(output, force=force) as tmp:
+        export_onnx(model, tmp / GRAPH, log=log)
+        instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
+        tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
+        tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
+        write_manifest(tmp, {
+            "kind": "dense",
+            "model": {"id": spec, "source": source.describe(), **architecture(model)},
+            "tokenizer": tokenizer_info,
+            "sessions": {"prefill": GRAPH, "decode": GRAPH},
+            "io": IO,
+            "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
+        })
+    return Path(output)

@@ -1,0 +1,189 @@
+"""Global priors: per-neuron importance computed offline from the model itself (the paper's model-intrinsic prior).
+
+The model samples N sequences of T tokens (temperature 1, fixed seed; instruct models start from the chat
+template's empty turn) -- or a text file is used instead -- and then, over those tokens, per FFN neuron j:
+  A-GLASS (activation): g_j = mean_t |Z_tj|
+  I-GLASS (impact):     g_j = mean_t |Z_tj * dL/dZ_tj|,  L = next-token loss
+where Z is the input of the down projection. Priors are cached by model, kind and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from glass_onnx.artifact import cache_dir
+from glass_onnx.runtime.errors import GlassError
+
+KINDS = ("activation", "impact")
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorSettings:
+    kind: str  # "activation", "impact" or "random"
+    samples: int = 64
+    tokens: int = 256
+    temperature: float = 1.0
+    seed: int = 0
+    text: str | None = None  # a text file instead of model samples
+
+    def key(self) -> str:
+        d = dataclasses.asdict(self)
+        if self.text:
+            d["text"] = hashlib.sha256(Path(self.text).read_bytes()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Per row: 0 for the most important (largest) value; ties go to the lower index. Float32 for the graph."""
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype=np.float32)
+    for row, v in enumerate(values):
+        order = np.lexsort((np.arange(v.shape[0]), -v))
+        out[row, order] = np.arange(v.shape[0], dtype=np.float32)
+    return out
+
+
+def random_prior(num_layers: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(size) for _ in range(num_layers)]).astype(np.float64)
+
+
+def down_proj_modules(model) -> list:
+    """The FFN down projections of every decoder layer, in order."""
+    layers = model.model.layers if hasattr(model, "model") else model.layers
+    return [layer.mlp.down_proj for layer in layers]
+
+
+def sample_sequences(model, tokenizer, settings: PriorSettings, instruct: bool, progress: bool = True):
+    """[N, P+T] token ids sampled from the model and a mask of real tokens (0 after an early EOS)."""
+    import torch
+    from tqdm import tqdm
+
+    if instruct and getattr(tokenizer, "chat_template", None):
+        start = tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=False)
+        if isinstance(start, dict) or hasattr(start, "input_ids"):
+            start = start["input_ids"]
+    else:
+        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        start = [first]
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    torch.manual_seed(settings.seed)
+    batch = 16
+    chunks = []
+    with torch.no_grad():
+        for b in tqdm(range(0, settings.samples, batch), desc="sampling prior text", disable=not progress):
+            n = min(batch, settings.samples - b)
+            ids = torch.tensor([start] * n)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                 temperature=settings.temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=settings.tokens, min_new_tokens=1,
+                                 pad_token_id=pad, eos_token_id=eos or None)
+            out = torch.nn.functional.pad(out, (0, len(start) + settings.tokens - out.shape[1]), value=pad)
+            chunks.append(out)
+    ids = torch.cat(chunks)
+    mask = torch.ones_like(ids)
+    generated = ids[:, len(start):]
+    is_eos = torch.isin(generated, torch.tensor(eos)) if eos else torch.zeros_like(generated, dtype=torch.bool)
+    # keep tokens up to and including the first EOS
+    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+    mask[:, len(start):] = (~after_eos).long()
+    return ids, mask
+
+
+def text_sequences(tokenizer, settings: PriorSettings):
+    import torch
+
+    text = Path(settings.text).read_text(encoding="utf-8", errors="replace")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n = min(settings.samples, len(ids) // settings.tokens)
+    if n < 1:
+        raise GlassError(f"'{settings.text}' has {len(ids)} tokens, fewer than --prior-tokens {settings.tokens}")
+    ids = torch.tensor(ids[: n * settings.tokens]).view(n, settings.tokens)
+    return ids, torch.ones_like(ids)
+
+
+def neuron_importance(model, ids, mask, kind: str, progress: bool = True) -> np.ndarray:
+    """[layers, I] mean |Z| (activation) or mean |Z * dL/dZ| (impact) over the real tokens."""
+    import torch
+    from tqdm import tqdm
+
+    modules = down_proj_modules(model)
+    captured = [None] * len(modules)
+    hooks = []
+    for i, module in enumerate(modules):
+        def hook(_module, args, i=i):
+            z = args[0]
+            if kind == "impact":
+                z.retain_grad()
+            captured[i] = z
+        hooks.append(module.register_forward_pre_hook(hook))
+    total = torch.zeros(len(modules), modules[0].in_features, dtype=torch.float64)
+    count = 0.0
+    batch = 8
+    try:
+        for b in tqdm(range(0, ids.shape[0], batch), desc=f"{kind} prior", disable=not progress):
+            x, m = ids[b : b + batch], mask[b : b + batch]
+            weights = m.unsqueeze(-1).to(torch.float32)
+            if kind == "impact":
+                model.zero_grad(set_to_none=True)
+                logits = model(input_ids=x, attention_mask=m).logits
+                loss_mask = m[:, 1:].to(torch.float32)
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
+                (loss * loss_mask.reshape(-1)).sum().div(loss_mask.sum()).backward()
+                for i, z in enumerate(captured):
+                    total[i] += (z * z.grad).abs().mul(weights).sum((0, 1)).double().detach()
+            else:
+                with torch.no_grad():
+                    model(input_ids=x, attention_mask=m)
+                for i, z in enumerate(captured):
+                    total[i] += z.abs().mul(weights).sum((0, 1)).double()
+            count += float(m.sum())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return (total / count).numpy()
+
+
+def prior_path(model_key: str, settings: PriorSettings) -> Path:
+    return cache_dir() / "priors" / f"{model_key}-{settings.kind}-{settings.key()}.npz"
+
+
+def save_prior(path: Path, values: np.ndarray, model_id: str, settings: PriorSettings) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, values=values, model_id=model_id, settings=json.dumps(dataclasses.asdict(settings)))
+    tmp.rename(path)
+
+
+def load_prior_file(path: str | Path, num_layers: int, size: int) -> tuple[np.ndarray, dict]:
+    """A prior saved by glass-onnx (.npz with ``values`` [layers, I]); refuse one for another model shape."""
+    try:
+        data = np.load(path)
+        values = data["values"]
+        meta = {"model_id": str(data["model_id"]), "settings": json.loads(str(data["settings"]))}
+    except (OSError, KeyError, ValueError) as e:
+        raise GlassError(f"'{path}' is not a glass-onnx prior file ({e}); compute one with 'glass-onnx compile'") from None
+    if values.shape != (num_layers, size):
+        raise GlassError(f"the prior '{path}' is for {values.shape[0]} layers x {values.shape[1]} neurons "
+                         f"(model {meta['model_id']}), this model has {num_layers} x {size}; use a prior made for it")
+    return values, meta
+
+
+def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool, progress: bool = True) -> np.ndarray:
+    if settings.kind not in KINDS:
+        raise GlassError(f"unknown prior kind '{settings.kind}'; choose one of: {', '.join(KINDS)}")
+    if settings.text:
+        ids, mask = text_sequences(tokenizer, settings)
+    else:
+        ids, mask = sample_sequences(model, tokenizer, settings, instruct, progress)
+    return neuron_importance(model, ids, mask, settings.kind, progress)

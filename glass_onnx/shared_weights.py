@@ -1,0 +1,31 @@
+"""Save several ONNX graphs that reference one external weights file, each tensor written once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx_ir as ir
+
+INLINE_BYTES = 1024  # smaller tensors (scalars, indices) stay inside the graph, readable in Netron
+
+
+def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: str = "weights.bin",
+                         progress: bool = True) -> None:
+    """Write ``directory/<name>`` for each model; tensors with the same initializer name are stored once."""
+    from tqdm import tqdm
+
+    tensors: dict[str, ir.TensorProtocol] = {}
+    for model in models.values():
+        for name, value in model.graph.initializers.items():
+            if value.const_value is not None and value.const_value.nbytes > INLINE_BYTES:
+                tensors.setdefault(name, value.const_value)
+    with tqdm(total=len(tensors), desc="writing weights", unit="tensor", disable=not progress) as bar:
+        external = ir.external_data.convert_tensors_to_external(
+            list(tensors.values()), base_dir=directory, relative_path=weights, alignment=65536,
+            callback=lambda *_: bar.update())
+    by_name = dict(zip(tensors, external))
+    for file, model in models.items():
+        for name, value in model.graph.initializers.items():
+            if name in by_name:
+                value.const_value = by_name[name]
+        ir.save(model, directory / file)

@@ -1,0 +1,99 @@
+"""Model sources: a catalog name, a local Hugging Face directory, a local .gguf file, or a cached hub id."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from glass_onnx.artifact import cache_dir
+from glass_onnx.models import CATALOG, ModelRecipe
+from glass_onnx.runtime.errors import GlassError
+
+# model_type -> what the export and the FFN pass have been checked on
+SUPPORTED = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    spec: str  # what the user typed
+    kind: str  # "gguf", "hf_dir" or "hub"
+    path: str  # file, directory or hub id
+    recipe: ModelRecipe | None = None
+
+    @property
+    def load_args(self) -> tuple[str, dict]:
+        if self.kind == "gguf":
+            p = Path(self.path)
+            return str(p.parent), {"gguf_file": p.name}
+        if self.kind == "hub":
+            return self.path, {"local_files_only": True}
+        return self.path, {}
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "kind": self.kind, "path": self.path, "recipe": self.recipe.name if self.recipe else None}
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn what the user typed into a source, without loading anything heavy."""
+    if spec in CATALOG:
+        recipe = CATALOG[spec]
+        path = recipe.locate(cache_dir())
+        return ModelSource(spec, "gguf" if path.suffix == ".gguf" else "hf_dir", str(path), recipe)
+    p = Path(spec).expanduser()
+    if p.exists():
+        if p.is_file() and p.suffix == ".gguf":
+            return ModelSource(spec, "gguf", str(p.resolve()))
+        if p.is_dir() and (p / "config.json").exists():
+            return ModelSource(spec, "hf_dir", str(p.resolve()))
+        raise GlassError(f"'{spec}' is neither a Hugging Face model directory (with config.json) nor a .gguf file")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return ModelSource(spec, "hub", spec)
+    names = ", ".join(sorted(CATALOG))
+    raise GlassError(f"unknown model '{spec}'; use one of: {names}, a local HF directory, a .gguf file, or a hub id")
+
+
+def load_config(source: ModelSource):
+    """The model's config, checked against the supported architectures."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig
+
+    where, kwargs = source.load_args
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except OSError as e:
+        if source.kind == "hub":
+            raise GlassError(
+                f"'{source.path}' is not in the local Hugging Face cache and the Hub is offline; download it where "
+                f"the Hub is reachable (huggingface-cli download {source.path}) or pass a local directory"
+            ) from None
+        raise GlassError(f"could not read the model config at '{source.path}': {str(e).splitlines()[0]}") from None
+    text = config.get_text_config()
+    if text.model_type not in SUPPORTED:
+        raise GlassError(
+            f"unsupported architecture '{text.model_type}' ({', '.join(config.architectures or [])}); "
+            f"supported: {', '.join(sorted(set(SUPPORTED.values())))}"
+        )
+    return config
+
+
+def load_model(source: ModelSource):
+    """(model, tokenizer) in fp32 eval mode; GGUF weights are dequantised to dense fp32."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = load_config(source)
+    where, kwargs = source.load_args
+    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+    if model.config.get_text_config().model_type != config.get_text_config().model_type:
+        raise GlassError(f"'{source.spec}' loaded as {type(model).__name__}, expected a text decoder")
+    model.eval()
+    return model, tokenizer

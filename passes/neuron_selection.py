@@ -1,0 +1,56 @@
+"""Prefill pass: fuse each layer's local statistic with the global prior and output the kept neurons."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from glass_onnx.passes import glass_ops
+from glass_onnx.passes.io_names import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
+from glass_onnx.runtime.errors import GlassError
+
+
+class SelectNeuronsPass(ir.passes.InPlacePass):
+    """Adds output ``kept_neurons.l`` [batch, k] int64 (ascending neuron ids) per layer.
+
+    Requires ``present_neuron_stats.l`` outputs (AccumulateNeuronStatsPass). The prior ranks [layers, I], lam and
+    k become initializers that are also graph inputs, so a caller may override them per run (evaluation sweeps
+    lam and k without recompiling). ``fusion`` picks the ai.glass op: "rank" (FuseNeuronRanking) or
+    "plackett-luce" (FuseNeuronRankingPL).
+    """
+
+    def __init__(self, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank"):
+        super().__init__()
+        if fusion not in glass_ops.FUSIONS:
+            raise GlassError(f"unknown fusion '{fusion}'; choose one of: {', '.join(glass_ops.FUSIONS)}")
+        self.prior_rank = np.ascontiguousarray(prior_rank, dtype=np.float32)
+        self.lam, self.k, self.fusion = lam, k, fusion
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        outputs = {v.name: v for v in graph.outputs}
+        layers, size = self.prior_rank.shape
+        stats = [outputs.get(PRESENT_NEURON_STATS.format(layer=i)) for i in range(layers)]
+        if any(s is None for s in stats) or f"{PRESENT_NEURON_STATS.format(layer=layers)}" in outputs:
+            raise GlassError(f"the prior has {layers} layers but the graph's FFN statistics do not match; "
+                             "use a prior computed for this model")
+        if stats[0].shape is not None and stats[0].shape[-1] != size:
+            raise GlassError(f"the prior has {size} neurons per layer, the model's FFN has {stats[0].shape[-1]}; "
+                             "use a prior computed for this model")
+        op_type = glass_ops.add_function(model, glass_ops.FUSIONS[self.fusion])
+        tape = ir.tape.Tape(graph)
+        prior = tape.initializer(ir.tensor(self.prior_rank, name=PRIOR_RANK))
+        lam = tape.initializer(ir.tensor(np.array(self.lam, dtype=np.float32), name=LAM))
+        k = tape.initializer(ir.tensor(np.array([self.k], dtype=np.int64), name=KEEP))
+        graph.inputs.extend([prior, lam, k])  # overridable defaults
+        batch = stats[0].shape[0] if stats[0].shape is not None else "batch"
+        for layer, present in enumerate(stats):
+            index = tape.initializer(ir.tensor(np.array(layer, dtype=np.int64), name=f"glass.layer.{layer}"))
+            layer_prior = tape.op("Gather", [prior, index], attributes={"axis": 0})
+            kept = ir.Value(name=KEPT_NEURONS.format(layer=layer), type=ir.TensorType(ir.DataType.INT64),
+                            shape=ir.Shape([batch, "kept"]))
+            tape.op_multi_out(op_type, [present, layer_prior, lam, k], domain=glass_ops.DOMAIN, outputs=[kept],
+                              name=f"glass/layers.{layer}/{op_type}")
+            graph.outputs.append(kept)
+        graph.extend(tape.nodes)
+        return ir.passes.PassResult(model, modified=True)

@@ -1,0 +1,50 @@
+"""Prefill pass: accumulate GLASS's local neuron statistic in every FFN."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from glass_onnx.passes import glass_ops
+from glass_onnx.passes.ffn_pattern import find_gated_ffns
+from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS
+
+
+def _tensor_value(name: str, dtype: ir.DataType, dims: list) -> ir.Value:
+    return ir.Value(name=name, type=ir.TensorType(dtype), shape=ir.Shape(dims))
+
+
+class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
+    """Adds, per FFN layer l, input ``past_neuron_stats.l`` and output ``present_neuron_stats.l`` [batch, I].
+
+    Guarantees: every existing output is computed exactly as before; present = past + the
+    ``ai.glass.AccumulateNeuronStats`` of this call's FFN activations over the non-padded tokens of this call
+    (the last ``sequence`` columns of ``attention_mask``), so chaining calls over prompt chunks equals one call.
+    """
+
+    def __init__(self, input_ids: str = "input_ids", attention_mask: str = "attention_mask"):
+        super().__init__()
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        ffns = find_gated_ffns(graph)
+        inputs = {v.name: v for v in graph.inputs}
+        op_type = glass_ops.add_function(model, glass_ops.AccumulateNeuronStats)
+        tape = ir.tape.Tape(graph)
+        seq = tape.op("Shape", [inputs[self.input_ids]], attributes={"start": 1, "end": 2})
+        start = tape.op("Neg", [seq])
+        end = tape.initializer(ir.tensor([2**62], dtype=ir.DataType.INT64, name="glass.slice_end"))
+        axis = tape.initializer(ir.tensor([1], dtype=ir.DataType.INT64, name="glass.slice_axis"))
+        token_mask = tape.op("Slice", [inputs[self.attention_mask], start, end, axis], name="glass/token_mask")
+        batch = inputs[self.input_ids].shape[0]
+        for ffn in ffns:
+            size = ffn.intermediate_size
+            past = _tensor_value(PAST_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
+            present = _tensor_value(PRESENT_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
+            graph.inputs.append(past)
+            tape.op_multi_out(op_type, [ffn.z, token_mask, past], domain=glass_ops.DOMAIN, outputs=[present],
+                              name=f"glass/layers.{ffn.layer}/AccumulateNeuronStats")
+            graph.outputs.append(present)
+        graph.extend(tape.nodes)
+        return ir.passes.PassResult(model, modified=True)

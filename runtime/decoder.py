@@ -1,0 +1,165 @@
+"""ONNX Runtime sessions of an artifact and the per-sequence state they thread through each call.
+
+The KV cache, the neuron statistics and the kept-neuron sets live in OrtValues bound through IOBinding, so on
+the CUDA EP they never leave the device; only the logits come back to the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.manifest import layer_names, load_manifest
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def create_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the chosen EP, with a one-line error for a corrupted graph or a missing EP."""
+    if provider not in PROVIDERS:
+        raise GlassError(f"unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}")
+    if PROVIDERS[provider] not in ort.get_available_providers():
+        raise GlassError(
+            f"ONNX Runtime here has no {PROVIDERS[provider]}; install onnxruntime-gpu (instead of onnxruntime) for --provider cuda"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GlassError(f"could not load '{path}' ({first[:300]}); the artifact is corrupted, export or compile it again") from None
+
+
+@dataclasses.dataclass
+class SequenceState:
+    """Everything one batch of sequences carries from call to call."""
+
+    attention_mask: np.ndarray  # [batch, tokens so far], int64
+    past: list[ort.OrtValue]  # key, value per layer, in manifest order
+    neuron_stats: list[ort.OrtValue]  # GLASS prefill state (empty for dense artifacts)
+    kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
+
+    @property
+    def length(self) -> int:
+        return self.attention_mask.shape[1]
+
+
+class Decoder:
+    """Loads an artifact directory and runs its prefill and decode sessions over a SequenceState."""
+
+    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None):
+        self.directory = Path(directory)
+        self.manifest = load_manifest(self.directory)
+        self.provider = provider
+        self.device = "cuda" if provider == "cuda" else "cpu"
+        m = self.manifest
+        self.model = m["model"]
+        io = m["io"]
+        n = self.model["num_layers"]
+        self.past_names = [x for pair in zip(layer_names(io["past_key"], n), layer_names(io["past_value"], n)) for x in pair]
+        self.present_names = [
+            x for pair in zip(layer_names(io["present_key"], n), layer_names(io["present_value"], n)) for x in pair
+        ]
+        self.io = io
+        glass = m.get("glass")
+        self.glass = glass
+        self.state_in = layer_names(glass["state"]["input"], n) if glass else []
+        self.state_out = layer_names(glass["state"]["output"], n) if glass else []
+        self.handoff_out = layer_names(glass["handoff"]["output"], n) if glass else []
+        self.handoff_in = layer_names(glass["handoff"]["input"], n) if glass else []
+
+        sessions = m["sessions"]
+        self.prefill_session = create_session(self.directory / sessions["prefill"], provider, threads)
+        if sessions["decode"] == sessions["prefill"]:
+            self.decode_session = self.prefill_session  # one session, one copy of the weights
+        else:
+            self.decode_session = create_session(self.directory / sessions["decode"], provider, threads)
+        self._check_sessions()
+
+    def _check_sessions(self) -> None:
+        """Refuse a prefill/decode pair that does not fit together (e.g. graphs copied from two artifacts)."""
+        prefill_out = {o.name for o in self.prefill_session.get_outputs()}
+        decode_in = {i.name for i in self.decode_session.get_inputs()}
+        needed_out = set(self.present_names) | set(self.state_out) | set(self.handoff_out) | {self.io["logits"]}
+        needed_in = set(self.past_names) | set(self.handoff_in) | {self.io["input_ids"]}
+        if missing := sorted(needed_out - prefill_out)[:3]:
+            raise GlassError(f"the prefill graph lacks outputs {missing} that the manifest names; the artifact's sessions are mismatched, compile again")
+        if missing := sorted(needed_in - decode_in)[:3]:
+            raise GlassError(f"the decode graph lacks inputs {missing} that the manifest names; the artifact's sessions are mismatched, compile again")
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _value(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def new_state(self, batch: int = 1) -> SequenceState:
+        kv_heads, head_dim = self.model["num_kv_heads"], self.model["head_dim"]
+        empty = np.zeros((batch, kv_heads, 0, head_dim), dtype=np.float32)
+        stats = [self._value(np.zeros((batch, self.model["intermediate_size"]), np.float32)) for _ in self.state_in]
+        return SequenceState(
+            attention_mask=np.zeros((batch, 0), np.int64),
+            past=[self._value(empty) for _ in self.past_names],
+            neuron_stats=stats,
+            kept=[],
+        )
+
+    # -- calls -------------------------------------------------------------------------------------------
+    def _run(self, session, state: SequenceState, input_ids: np.ndarray, new_mask: np.ndarray, prefill: bool,
+             overrides: dict | None = None) -> np.ndarray:
+        mask = np.concatenate([state.attention_mask, new_mask.astype(np.int64)], axis=1)
+        # left padding: positions count only real tokens
+        positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
+        binding = session.io_binding()
+        io = self.io
+        binding.bind_ortvalue_input(io["input_ids"], self._value(input_ids.astype(np.int64)))
+        binding.bind_ortvalue_input(io["attention_mask"], self._value(mask))
+        if io.get("position_ids"):
+            binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
+        for name, value in zip(self.past_names, state.past):
+            binding.bind_ortvalue_input(name, value)
+        outputs = [io["logits"], *self.present_names]
+        if prefill:
+            for name, value in zip(self.state_in, state.neuron_stats):
+                binding.bind_ortvalue_input(name, value)
+            outputs += self.state_out + self.handoff_out
+        else:
+            for name, value in zip(self.handoff_in, state.kept):
+                binding.bind_ortvalue_input(name, value)
+        for name, value in (overrides or {}).items():
+            binding.bind_ortvalue_input(name, self._value(value))
+        for name in outputs:
+            binding.bind_output(name, self.device)
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        n = len(self.present_names)
+        state.attention_mask = mask
+        state.past = list(values[1 : 1 + n])
+        if prefill and self.glass:
+            s = len(self.state_out)
+            state.neuron_stats = list(values[1 + n : 1 + n + s])
+            state.kept = list(values[1 + n + s :])
+        return values[0].numpy()
+
+    def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                overrides: dict | None = None) -> np.ndarray:
+        """Run prompt tokens [batch, n] densely (call again for the next chunk); returns logits [batch, n, vocab]."""
+        mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self._run(self.prefill_session, state, input_ids, mask, prefill=True, overrides=overrides)
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+        if self.glass and not state.kept:
+            raise GlassError("decode before prefill: run the prompt through prefill first")
+        return self._run(self.decode_session, state, input_ids, np.ones_like(input_ids), prefill=False)
+
+    def kept_neurons(self, state: SequenceState) -> list[np.ndarray]:
+        """The kept-neuron indices per layer, [batch, k] each (empty for dense artifacts)."""
+        return [v.numpy() for v in state.kept]

@@ -1,0 +1,145 @@
+"""Text generation over a Decoder: prefill the prompt, then decode token by token with streaming and stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from glass_onnx.runtime.decoder import Decoder
+from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.sampling import Sampler, SamplingConfig
+from glass_onnx.runtime.text import TextCodec
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    prompt_ids: list[int]
+    tokens: list[int]
+    text: str
+    prefill_ms: float  # prompt in, first token's logits out (includes GLASS selection)
+    decode_s: float  # first token to last token
+    stop_reason: str  # "eos", "stop_string" or "length"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # tokens after the first, over the wall time from the first token to the last
+        return (len(self.tokens) - 1) / self.decode_s if len(self.tokens) > 1 and self.decode_s > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "prompt_ids": self.prompt_ids,
+            "tokens": self.tokens,
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "prefill_ms": round(self.prefill_ms, 3),
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 3),
+            "stop_reason": self.stop_reason,
+        }
+
+
+class Generator:
+    """Generates text from an exported (dense) or compiled (GLASS) artifact directory."""
+
+    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None):
+        self.decoder = Decoder(directory, provider=provider, threads=threads)
+        self.codec = TextCodec(self.decoder.directory, self.decoder.manifest["tokenizer"])
+        self.manifest = self.decoder.manifest
+
+    @property
+    def max_context(self) -> int:
+        return int(self.manifest["model"]["max_context"])
+
+    def encode(self, prompt: str, chat: bool | None = None) -> list[int]:
+        if not prompt.strip():
+            raise GlassError("the prompt is empty; pass some text to continue")
+        if chat is None:
+            chat = bool(self.manifest["tokenizer"].get("instruct")) and self.codec.chat_template is not None
+        return self.codec.encode(prompt, chat=chat)
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        max_new_tokens: int = 128,
+        sampling: SamplingConfig = SamplingConfig(),
+        stop_strings: tuple[str, ...] = (),
+        on_text: Callable[[str], None] | None = None,
+        prefill_chunk: int | None = None,
+    ) -> GenerationResult:
+        if not prompt_ids:
+            raise GlassError("the prompt is empty; pass some text to continue")
+        if max_new_tokens < 1:
+            raise GlassError(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
+        if len(prompt_ids) + max_new_tokens > self.max_context:
+            raise GlassError(
+                f"prompt ({len(prompt_ids)} tokens) + max-new-tokens ({max_new_tokens}) exceeds the model's context "
+                f"of {self.max_context}; shorten the prompt or lower --max-new-tokens"
+            )
+        sampler = Sampler(sampling)
+        eos = set(self.codec.eos_token_ids)
+        decoder = self.decoder
+        state = decoder.new_state(batch=1)
+        ids = np.asarray([prompt_ids], dtype=np.int64)
+        chunk = prefill_chunk or len(prompt_ids)
+
+        t0 = time.perf_counter()
+        for start in range(0, len(prompt_ids), chunk):
+            logits = decoder.prefill(state, ids[:, start : start + chunk])
+        token = sampler(logits[0, -1])
+        t_first = time.perf_counter()
+
+        tokens = [token]
+        emitted = ""
+        stop_reason = "length"
+        while True:
+            if token in eos:
+                tokens.pop()  # the EOS id is a stop marker, not text
+                stop_reason = "eos"
+                break
+            text = self.codec.decode(tokens)
+            hit = next((s for s in stop_strings if s in text), None)
+            if hit is not None:
+                text = text[: text.index(hit)]
+                stop_reason = "stop_string"
+            # hold back an incomplete UTF-8 sequence and anything that may still become a stop string
+            safe = text if hit else _stable_prefix(text, stop_strings)
+            if on_text and len(safe) > len(emitted):
+                on_text(safe[len(emitted):])
+                emitted = safe
+            if hit is not None or len(tokens) >= max_new_tokens:
+                break
+            logits = decoder.decode(state, np.asarray([[token]], dtype=np.int64))
+            token = sampler(logits[0, -1])
+            tokens.append(token)
+        t_last = time.perf_counter()
+
+        text = self.codec.decode(tokens)
+        if stop_reason == "stop_string":
+            hit = next(s for s in stop_strings if s in text)
+            text = text[: text.index(hit)]
+        if on_text and len(text) > len(emitted):
+            on_text(text[len(emitted):])
+        return GenerationResult(
+            prompt_ids=list(prompt_ids),
+            tokens=tokens,
+            text=text,
+            prefill_ms=(t_first - t0) * 1e3,
+            decode_s=t_last - t_first,
+            stop_reason=stop_reason,
+        )
+
+
+def _stable_prefix(text: str, stop_strings: tuple[str, ...]) -> str:
+    text = text.rstrip("\ufffd")
+    for s in stop_strings:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                return text[: len(text) - n]
+    return text

@@ -1,0 +1,56 @@
+"""Text in and out: the saved ``tokenizer.json`` through the ``tokenizers`` package, and the chat template."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from glass_onnx.runtime.errors import GlassError
+
+
+class TextCodec:
+    """Encodes prompts (optionally through the chat template) and decodes generated ids."""
+
+    def __init__(self, directory: Path, info: dict):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(directory / info["file"]))
+        self.info = info
+        template = info.get("chat_template")
+        self.chat_template = (directory / template).read_text() if template else None
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self.info.get("eos_token_ids") or [])
+
+    def encode(self, text: str, chat: bool = False) -> list[int]:
+        if chat:
+            if self.chat_template is None:
+                raise GlassError("this model has no chat template; run without --chat")
+            text = self.render_chat([{"role": "user", "content": text}])
+            # the template already wrote the special tokens the model expects
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise GlassError(f"chat template: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+        try:
+            return env.from_string(self.chat_template).render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.info.get("bos_token") or "",
+                eos_token=self.info.get("eos_token") or "",
+            )
+        except jinja2.TemplateError as e:
+            raise GlassError(f"the saved chat template failed to render ({e}); run without --chat") from None

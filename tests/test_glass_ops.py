@@ -1,0 +1,133 @@
+"""Each ai.glass function, run alone in ONNX Runtime, against an independent numpy reference."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from glass_onnx.passes import glass_ops
+
+DTYPES = {np.float32: onnx.TensorProto.FLOAT, np.int64: onnx.TensorProto.INT64, np.float64: onnx.TensorProto.DOUBLE}
+
+
+def run_function(function, *arrays, out=np.float32, rank=2):
+    names = [f"in{i}" for i in range(len(arrays))]
+    node = helper.make_node(function.name, names, ["out"], domain=glass_ops.DOMAIN)
+    graph = helper.make_graph(
+        [node], "one_op",
+        [helper.make_tensor_value_info(n, DTYPES[a.dtype.type], a.shape) for n, a in zip(names, arrays)],
+        [helper.make_tensor_value_info("out", DTYPES[out], [None] * rank)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid(glass_ops.DOMAIN, 1)],
+                              functions=[function.to_function_proto()])
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, dict(zip(names, arrays)))[0]
+
+
+def ranks_desc(values):
+    """0 = largest; ties: lower index first."""
+    order = np.lexsort((np.arange(values.shape[-1]), -values))
+    ranks = np.empty_like(order)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def test_accumulate_neuron_stats_matches_numpy_and_ignores_padding():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2, 5, 16)).astype(np.float32)
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], np.int64)
+    past = rng.random((2, 16)).astype(np.float32)
+    got = run_function(glass_ops.AccumulateNeuronStats, z, mask, past)
+    zn = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    want = past + ((zn**2) * mask[..., None]).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_accumulate_in_chunks_equals_one_call():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(1, 9, 32)).astype(np.float32)
+    mask = np.ones((1, 9), np.int64)
+    zero = np.zeros((1, 32), np.float32)
+    whole = run_function(glass_ops.AccumulateNeuronStats, z, mask, zero)
+    state = zero
+    for chunk in (slice(0, 3), slice(3, 7), slice(7, 9)):
+        state = run_function(glass_ops.AccumulateNeuronStats, z[:, chunk], mask[:, chunk], state)
+    np.testing.assert_allclose(state, whole, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 1.0])
+def test_rank_fusion_matches_numpy(lam):
+    rng = np.random.default_rng(2)
+    n, k = 64, 20
+    local = rng.random((2, n)).astype(np.float32)
+    local[1, :10] = 0.5  # exact ties in the local statistic
+    prior_rank = rng.permutation(n).astype(np.float32)
+    got = run_function(glass_ops.FuseNeuronRanking, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
+    for b in range(2):
+        r_local = ranks_desc(local[b]).astype(np.float32)
+        lam32 = np.float32(lam)
+        fused = lam32 * r_local + (np.float32(1) - lam32) * prior_rank
+        want = np.sort(np.lexsort((r_local, fused))[:k])
+        np.testing.assert_array_equal(got[b], want)
+
+
+def numpy_plackett_luce(local, prior_rank, lam, iterations, a, b):
+    n = local.shape[0]
+    r_local = ranks_desc(local)
+    r_prior = prior_rank.astype(np.int64)
+    rankings = [(np.argsort(r_local), r_local, lam), (np.argsort(r_prior), r_prior, 1 - lam)]
+    w = np.ones(n)
+    wins = sum(weight * (rank < n - 1) for _, rank, weight in rankings)
+    for _ in range(iterations):
+        denom = np.full(n, b)
+        for order, rank, weight in rankings:
+            tail = np.cumsum(w[order][::-1])[::-1]
+            stage = np.cumsum(np.where(np.arange(n) < n - 1, 1.0 / tail, 0.0))
+            denom += weight * stage[rank]
+        w = (a - 1 + wins) / denom
+    return w, r_local
+
+
+@pytest.mark.parametrize("lam", [0.2, 0.5, 0.8])
+def test_plackett_luce_fusion_matches_numpy(lam):
+    rng = np.random.default_rng(3)
+    n, k = 48, 16
+    local = rng.random((1, n)).astype(np.float32)
+    prior_rank = rng.permutation(n).astype(np.float32)
+    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
+    w, r_local = numpy_plackett_luce(local[0], prior_rank, float(np.float32(lam)), glass_ops.PL_ITERATIONS,
+                                     glass_ops.PL_GAMMA_A, glass_ops.PL_GAMMA_B)
+    want = np.sort(np.lexsort((r_local, -w))[:k])
+    np.testing.assert_array_equal(got[0], want)
+
+
+def test_plackett_luce_follows_a_ranking_both_lists_agree_on():
+    n = 32
+    local = np.linspace(1, 0, n, dtype=np.float32)[None]  # neuron 0 most important
+    prior_rank = np.arange(n, dtype=np.float32)  # same order
+    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(0.5, np.float32), np.array([8], np.int64), out=np.int64)
+    np.testing.assert_array_equal(got[0], np.arange(8))
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu"])
+def test_indexed_ffn_equals_dense_ffn_on_kept_neurons(activation):
+    rng = np.random.default_rng(4)
+    h, i, k = 12, 40, 15
+    x = rng.normal(size=(2, 3, h)).astype(np.float32)
+    wg, wu = rng.normal(size=(2, h, i)).astype(np.float32)
+    wd = rng.normal(size=(i, h)).astype(np.float32)
+    kept = np.stack([np.sort(rng.choice(i, k, replace=False)) for _ in range(2)]).astype(np.int64)
+    got = run_function(glass_ops.INDEXED_FFN[activation], x, kept, wg, wu, wd, rank=3)
+    import math
+    act = {
+        "silu": lambda g: g / (1 + np.exp(-g)),
+        "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))),
+        "gelu": lambda g: 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2))),
+    }[activation]
+    for b in range(2):
+        z = act(x[b] @ wg) * (x[b] @ wu)
+        mask = np.zeros(i, np.float32)
+        mask[kept[b]] = 1
+        np.testing.assert_allclose(got[b], (z * mask) @ wd, rtol=1e-4, atol=1e-4)
