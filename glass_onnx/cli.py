@@ -58,6 +58,14 @@ def cmd_generate(args) -> None:
     print(f"\n{figures}]")
 
 
+def cmd_demo(args) -> None:
+    from pathlib import Path
+
+    from glass_onnx.demo import run_demo
+
+    run_demo(args.model, Path(args.output), args.prompt, args.max_new_tokens, args.sparsity, args.threads, log=_log)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -106,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-chunk", type=int, default=None, help="prefill the prompt in chunks of this many tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
+
+    from glass_onnx.demo import DEFAULT_PROMPT
+    from glass_onnx.models import DEFAULT_MODEL
+
+    p = sub.add_parser("demo", help="compile the default model with A-GLASS; dense and GLASS side by side")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--threads", type=_threads, default=None)
+    p.add_argument("-o", "--output", default="out", help="where the compiled artifact goes (default out/)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -52,11 +52,13 @@ class _ModelLoader:
 
 
 def _source_key(source) -> str:
+    """A cache key for a model source: where its weights are and when they changed (not how it was named)."""
     path = Path(source.path)
     stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
         [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
-    key = json.dumps([source.describe(), stamp, versions().get("glass-onnx"), versions().get("transformers")])
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source.spec).name)[:40]
+    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers")])
+    name = source.recipe.name if source.recipe else Path(source.path).stem
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
     return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -78,6 +80,19 @@ def dense_artifact(spec: str, log=print) -> tuple[Path, object | None]:
     return directory, source
 
 
+def _recorded_source(manifest: dict):
+    """The model source a dense export was made from, as its manifest recorded it."""
+    from glass_onnx.sources import ModelSource, resolve
+
+    recorded = manifest["model"]["source"]
+    if not Path(recorded["path"]).exists() and recorded["kind"] != "hub":
+        raise GlassError(f"the weights this export was made from ('{recorded['path']}') are gone; the global prior "
+                         "needs them: compile from the model itself, or pass --prior-file")
+    if recorded.get("recipe"):
+        return resolve(recorded["recipe"])
+    return ModelSource(recorded["spec"], recorded["kind"], recorded["path"])
+
+
 def global_prior(dense: Path, manifest: dict, source, method, options: CompileOptions, log) -> tuple[np.ndarray, dict]:
     """The prior values [layers, I] for the method, computed or read from the cache, and their provenance."""
     layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
@@ -93,17 +108,13 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
         return values, {"kind": method.prior, "file": str(options.prior_file), **meta}
     settings = PriorSettings(method.prior, options.prior_samples, options.prior_tokens, 1.0, options.prior_seed,
                              options.prior_text)
-    key = _source_key(source) if source is not None else dense.name + "-" + hashlib.sha256(
-        str(dense.resolve()).encode()).hexdigest()[:12]
-    path = prior_path(key, settings)
+    if source is None:
+        source = _recorded_source(manifest)
+    path = prior_path(_source_key(source), settings)
     if path.exists():
         log(f"using the cached {method.prior} prior {path}")
         values = np.load(path)["values"]
     else:
-        if source is None:
-            from glass_onnx.sources import resolve
-
-            source = resolve(manifest["model"]["source"]["path"])
         from glass_onnx.sources import load_model
 
         log(f"computing the {method.prior} prior (N={settings.samples}, T={settings.tokens}) ...")
