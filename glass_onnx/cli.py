@@ -58,6 +58,20 @@ def cmd_generate(args) -> None:
     print(f"\n{figures}]")
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def cmd_eval(args) -> None:
+    from pathlib import Path
+
+    from glass_onnx.evaluate import run_eval
+
+    run_eval(args.model, Path(args.output), [m.strip() for m in args.methods.split(",")], _floats(args.sparsity),
+             _floats(args.lams) if args.lams else None, [f.strip() for f in args.fusions.split(",")], args.split,
+             args.per_bucket, args.gen_len, args.prompts, args.threads, args.prior_samples, args.force, log=_log)
+
+
 def cmd_demo(args) -> None:
     from pathlib import Path
 
@@ -114,6 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-chunk", type=int, default=None, help="prefill the prompt in chunks of this many tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
+
+    from glass_onnx.evaluate import ALL_METHODS
+
+    p = sub.add_parser("eval", help="quality of each method vs dense through the compiled sessions")
+    p.add_argument("model", help="catalog name, model path, or a dense export directory")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--sparsity", default="0.25,0.5,0.75", help="comma-separated sparsities")
+    p.add_argument("--lams", default=None, help="comma-separated lam values for a-glass/i-glass (default: the model's)")
+    p.add_argument("--fusions", default="rank", help="rank, plackett-luce, or both comma-separated")
+    p.add_argument("--split", default="test", choices=["dev", "test"])
+    p.add_argument("--per-bucket", type=int, default=10, help="prompts per length bucket (8, 16, 32, 64, chat)")
+    p.add_argument("--gen-len", type=int, default=256, help="tokens of dense greedy continuation (G)")
+    p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
+    p.add_argument("--prior-samples", type=int, default=64)
+    p.add_argument("--threads", type=_threads, default=None)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     from glass_onnx.demo import DEFAULT_PROMPT
     from glass_onnx.models import DEFAULT_MODEL

@@ -17,8 +17,13 @@ def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: 
     tensors: dict[str, ir.TensorProtocol] = {}
     for model in models.values():
         for name, value in model.graph.initializers.items():
-            if value.const_value is not None and value.const_value.nbytes > INLINE_BYTES:
+            if value.const_value is None:
+                continue
+            if value.const_value.nbytes > INLINE_BYTES:
                 tensors.setdefault(name, value.const_value)
+            elif isinstance(value.const_value, ir.ExternalTensor):
+                # a small tensor from the source's data file moves inline: that file is not copied
+                value.const_value = ir.tensor(value.const_value.numpy(), name=name)
     with tqdm(total=len(tensors), desc="writing weights", unit="tensor", disable=not progress) as bar:
         external = ir.external_data.convert_tensors_to_external(
             list(tensors.values()), base_dir=directory, relative_path=weights, alignment=65536,

@@ -119,3 +119,14 @@ def test_chunked_prefill_selects_the_same_sets(real):
         decoder.prefill(three, part)
     differing = sum(len(np.setxor1d(a, b)) for a, b in zip(decoder.kept_neurons(one), decoder.kept_neurons(three)))
     assert differing <= 2
+
+
+def test_at_least_100_eval_prompts_per_bucket(real):
+    from glass_onnx.eval_prompts import BUCKETS, chat_prompts, prose_prompts
+    from glass_onnx.runtime import TextCodec
+
+    codec = TextCodec(real["dense"], load_manifest(real["dense"])["tokenizer"])
+    test = prose_prompts(codec.encode, "test")
+    assert all(len(test[str(b)]) >= 100 for b in BUCKETS)
+    if codec.chat_template and load_manifest(real["dense"])["tokenizer"]["instruct"]:
+        assert len(chat_prompts(lambda t: codec.encode(t, chat=True), "test")) >= 100

@@ -1,0 +1,85 @@
+"""Short evaluation prompts cut at sentence boundaries from the public-domain prose in ``glass_onnx/data``.
+
+A prompt is a run of whole sentences from one paragraph whose token count (with the model's tokenizer) falls in a
+bucket: 8, 16, 32 or 64 tokens, within +-25%. Paragraphs are assigned to the dev split (1 in 5, by hash) or the
+test split, so no paragraph feeds both. Instruct models also get a "chat" bucket of instructions through their
+chat template. The order within a bucket is a fixed hash order, so the first n prompts are always the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from importlib import resources
+from typing import Callable
+
+BUCKETS = (8, 16, 32, 64)
+PROSE = ("botchan.txt", "alice_in_wonderland.txt", "britannica1911_shakespeare.txt")
+CHAT = "chat_instructions.txt"
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    bucket: str  # "8", "16", "32", "64" or "chat"
+    text: str
+    ids: tuple[int, ...]
+    source: str
+
+
+def _hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+
+
+def _split_of(text: str) -> str:
+    return "dev" if _hash(text) % 5 == 0 else "test"
+
+
+def data_lines(name: str) -> list[str]:
+    return [l for l in resources.files("glass_onnx").joinpath("data", name).read_text("utf-8").splitlines() if l.strip()]
+
+
+def sentences(paragraph: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_END.split(paragraph) if s.strip()]
+
+
+def prose_prompts(encode: Callable[[str], list[int]], split: str) -> dict[str, list[Prompt]]:
+    found: dict[str, dict[str, Prompt]] = {str(b): {} for b in BUCKETS}
+    for name in PROSE:
+        for paragraph in data_lines(name):
+            if _split_of(paragraph) != split:
+                continue
+            parts = sentences(paragraph)
+            for start in range(len(parts)):
+                text = ""
+                for end in range(start, len(parts)):
+                    text = f"{text} {parts[end]}".strip()
+                    ids = encode(text)
+                    for b in BUCKETS:
+                        if 0.75 * b <= len(ids) <= 1.25 * b and text not in found[str(b)]:
+                            found[str(b)][text] = Prompt(str(b), text, tuple(ids), name)
+                    if len(ids) > 1.25 * BUCKETS[-1]:
+                        break
+    return {b: sorted(p.values(), key=lambda p: _hash(p.text)) for b, p in found.items()}
+
+
+def chat_prompts(encode_chat: Callable[[str], list[int]], split: str) -> list[Prompt]:
+    lines = [l for l in data_lines(CHAT) if _split_of(l) == split]
+    return sorted((Prompt("chat", l, tuple(encode_chat(l)), CHAT) for l in lines), key=lambda p: _hash(p.text))
+
+
+def load_prompts(codec, split: str, per_bucket: int, chat: bool) -> list[Prompt]:
+    """The first ``per_bucket`` prompts of each bucket of the split (``codec`` is the runtime's TextCodec)."""
+    buckets = prose_prompts(lambda t: codec.encode(t, chat=False), split)
+    if chat:
+        buckets["chat"] = chat_prompts(lambda t: codec.encode(t, chat=True), split)
+    return [p for prompts in buckets.values() for p in prompts[:per_bucket]]
+
+
+def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
+    """One prompt per non-empty line of a user's file."""
+    from pathlib import Path
+
+    lines = [l.strip() for l in Path(path).read_text("utf-8").splitlines() if l.strip()]
+    return [Prompt("file", l, tuple(codec.encode(l, chat=chat)), str(path)) for l in lines]

@@ -1,0 +1,90 @@
+"""Markdown tables and plots of an evaluation's results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _label(r: dict) -> str:
+    if r["method"] in ("a-glass", "i-glass"):
+        return f"{r['method']} (lam {r['lam']:g}, {r['fusion']})"
+    return r["method"]
+
+
+def headline(results: list[dict]) -> list[str]:
+    """GLASS vs GRIFFIN at each sparsity: relative change in perplexity and KL (negative = GLASS better)."""
+    lines = []
+    for s in sorted({r["sparsity"] for r in results if r["method"] == "griffin"}):
+        griffin = next(r for r in results if r["method"] == "griffin" and r["sparsity"] == s)
+        for r in results:
+            if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s:
+                dp = (r["ppl"] - griffin["ppl"]) / griffin["ppl"] * 100
+                dk = (r["kl"] - griffin["kl"]) / griffin["kl"] * 100
+                lines.append(f"| {s:g} | {_label(r)} | {r['ppl']:.2f} vs {griffin['ppl']:.2f} ({dp:+.1f}%) | "
+                             f"{r['kl']:.4f} vs {griffin['kl']:.4f} ({dk:+.1f}%) |")
+    if not lines:
+        return []
+    return ["| sparsity | method | perplexity vs GRIFFIN | KL vs GRIFFIN |", "|---|---|---|---|", *lines]
+
+
+def table(results: list[dict]) -> list[str]:
+    rows = ["| method | sparsity | lam | fusion | perplexity | KL(dense‖sparse) | top-1 agree | Jaccard vs oracle |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["sparsity"], r["method"], r["lam"], r["fusion"])):
+        rows.append(f"| {r['method']} | {r['sparsity']:g} | {r['lam']:g} | {r['fusion']} | {r['ppl']:.3f} | "
+                    f"{r['kl']:.4f} | {r['top1']:.3f} | {r['jaccard']:.3f} |")
+    return rows
+
+
+def plots(result: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in result["results"] if r["method"] != "dense"]
+    dense = next((r for r in result["results"] if r["method"] == "dense"), None)
+    files = []
+    for metric, name in (("kl", "KL(dense || sparse) per token"), ("ppl", "perplexity of the dense continuation")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label in sorted({_label(r) for r in results}):
+            pts = sorted((r["sparsity"], r[metric]) for r in results if _label(r) == label)
+            ax.plot(*zip(*pts), marker="o", label=label)
+        if metric == "ppl" and dense:
+            ax.axhline(dense["ppl"], color="black", linestyle=":", label="dense")
+        ax.set_xlabel("FFN sparsity")
+        ax.set_ylabel(name)
+        ax.set_yscale("log")
+        ax.set_title(f"{result['model']}: {name} ({result['split']} split, G={result['gen_len']})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{metric}_vs_sparsity.png", dpi=110)
+        plt.close(fig)
+        files.append(f"{metric}_vs_sparsity.png")
+    sparsities = sorted({r["sparsity"] for r in results})
+    if sparsities:
+        s = 0.5 if 0.5 in sparsities else sparsities[len(sparsities) // 2]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in (r for r in results if r["sparsity"] == s):
+            ax.plot(r["jaccard_by_layer"], label=_label(r))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("Jaccard(kept, oracle)")
+        ax.set_title(f"{result['model']}: overlap with the oracle set per layer, sparsity {s:g}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "jaccard_by_layer.png", dpi=110)
+        plt.close(fig)
+        files.append("jaccard_by_layer.png")
+    return files
+
+
+def write_report(result: dict, out: Path, samples_md: str) -> None:
+    buckets = sorted({p["bucket"] for p in result["prompts"]})
+    lines = [f"# Evaluation of {result['model']}", "",
+             f"{len(result['prompts'])} prompts ({result['split']} split; buckets {', '.join(buckets)}), reference = "
+             f"dense greedy continuation of up to {result['gen_len']} tokens, teacher-forced through the compiled "
+             f"sessions. {result['seconds']:.0f} s.", "", "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",
+             "## All configurations", "", *table(result["results"]), ""]
+    files = plots(result, out)
+    lines += ["## Plots", ""] + [f"![{f}]({f})" for f in files] + ["", "## Free-running greedy samples", "", samples_md]
+    (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,267 @@
+"""`glass-onnx eval`: quality of each method against dense, through the compiled ONNX sessions.
+
+Per prompt: the dense model's greedy continuation of G tokens is the reference. Each (method, sparsity, lam,
+fusion) chooses neurons from the prompt alone (prefill), then the reference continuation is teacher-forced through
+the sparse decode session in one multi-token call. Reported: perplexity of the reference continuation, mean
+per-token KL(dense || sparse), top-1 agreement with dense, and per-layer Jaccard overlap of the kept set with the
+oracle set (top-k of the local statistic over prompt + continuation). One compiled artifact per fusion serves every
+method and sparsity: the prior ranks, lam and k are overridable prefill inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glass_onnx.metrics import jaccard, summarise, token_metrics
+from glass_onnx.methods import get_method
+from glass_onnx.runtime.decoder import Decoder
+from glass_onnx.runtime.errors import GlassError
+
+ALL_METHODS = ("dense", "random", "global-a", "global-i", "griffin", "a-glass", "i-glass")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    method: str
+    sparsity: float
+    lam: float
+    fusion: str = "rank"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} s={self.sparsity:g} lam={self.lam:g} {self.fusion}"
+
+
+def configs(methods, sparsities, lams, fusions, default_lam) -> list[Config]:
+    out = []
+    for name in methods:
+        method = get_method(name)
+        if method.name == "dense":
+            out.append(Config("dense", 0.0, 1.0))
+            continue
+        for s in sparsities:
+            if method.lam is not None:
+                out.append(Config(name, s, method.lam))
+            else:
+                out += [Config(name, s, lam, f) for lam in (lams or [default_lam]) for f in fusions]
+    return out
+
+
+def _pad_left(seqs: list[tuple[int, ...]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    n = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), n), pad, np.int64)
+    mask = np.zeros((len(seqs), n), np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, n - len(s):], mask[i, n - len(s):] = s, 1
+    return ids, mask
+
+
+class Evaluator:
+    """Runs the grid over prompts in small left-padded batches."""
+
+    def __init__(self, dense_dir: Path, artifacts: dict[str, Path], priors: dict[str, np.ndarray], gen_len: int,
+                 threads: int | None = None):
+        self.dense = Decoder(dense_dir, threads=threads)
+        self.sparse = {fusion: Decoder(path, threads=threads) for fusion, path in artifacts.items()}
+        self.priors = priors  # method prior name -> ranks [layers, I]
+        self.gen_len = gen_len
+        model = self.dense.model
+        self.size = model["intermediate_size"]
+        self.eos = set(self.dense.manifest["tokenizer"].get("eos_token_ids") or [])
+        self.pad = next(iter(self.eos), 0)
+        vocab = model["vocab_size"]
+        # keep a batch's logits under ~400 MB
+        self.batch = max(1, min(8, int(4e8 // (4 * (gen_len + 80) * vocab))))
+
+    # -- reference ----------------------------------------------------------------------------------------
+    def continuation(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy dense continuations [batch, G] and their mask (1 up to and including EOS)."""
+        ids, mask = _pad_left([p.ids for p in prompts], self.pad)
+        state = self.dense.new_state(len(prompts))
+        logits = self.dense.prefill(state, ids, mask)
+        tokens = np.zeros((len(prompts), self.gen_len), np.int64)
+        live = np.ones((len(prompts), self.gen_len), np.int64)
+        done = np.zeros(len(prompts), bool)
+        for t in range(self.gen_len):
+            nxt = logits[:, -1].argmax(-1)
+            nxt = np.where(done, self.pad, nxt)
+            tokens[:, t], live[:, t] = nxt, ~done
+            done |= np.isin(nxt, list(self.eos))
+            if done.all() or t == self.gen_len - 1:
+                break
+            logits = self.dense.decode(state, nxt[:, None])
+        return tokens, live
+
+    def _teacher_forced(self, decoder, prompts, tokens, overrides=None):
+        ids, mask = _pad_left([p.ids for p in prompts], self.pad)
+        state = decoder.new_state(len(prompts))
+        decoder.prefill(state, ids, mask, overrides=overrides)
+        kept = decoder.kept_neurons(state)
+        # right padding after EOS needs no mask: causal attention never looks ahead
+        return decoder.decode(state, tokens[:, :-1]), kept
+
+    # -- one batch ----------------------------------------------------------------------------------------
+    def run_batch(self, prompts, grid: list[Config]) -> dict:
+        tokens, live = self.continuation(prompts)
+        dense_logits, _ = self._teacher_forced(self.dense, prompts, tokens)
+        targets, target_mask = tokens[:, 1:], live[:, 1:]
+        results = {}
+        oracle = {}
+        for config in grid:
+            k = round((1 - config.sparsity) * self.size)
+            decoder = self.sparse[config.fusion]
+            method = get_method(config.method)
+            prior = self.priors[method.prior] if method.prior else np.zeros((len(decoder.handoff_out), self.size), np.float32)
+            overrides = {"glass.prior_rank": prior, "glass.lam": np.array(config.lam, np.float32),
+                         "glass.k": np.array([k], np.int64)}
+            logits, kept = self._teacher_forced(decoder, prompts, tokens, overrides)
+            if k not in oracle:
+                oracle[k] = self.oracle_sets(prompts, tokens, live, k)
+            per_prompt = []
+            for i in range(len(prompts)):
+                m = token_metrics(dense_logits[i], logits[i], targets[i], target_mask[i])
+                m["jaccard"] = [jaccard(kept[layer][i], oracle[k][layer][i]) for layer in range(len(kept))]
+                per_prompt.append(m)
+            results[config] = per_prompt
+        return results
+
+    def oracle_sets(self, prompts, tokens, live, k):
+        """Top-k of the local statistic over prompt + continuation (GRIFFIN with hindsight)."""
+        seqs = [tuple(p.ids) + tuple(tokens[i][live[i].astype(bool)]) for i, p in enumerate(prompts)]
+        ids, mask = _pad_left(seqs, self.pad)
+        decoder = self.sparse["rank"] if "rank" in self.sparse else next(iter(self.sparse.values()))
+        state = decoder.new_state(len(prompts))
+        zero = np.zeros((len(decoder.handoff_out), self.size), np.float32)
+        decoder.prefill(state, ids, mask, overrides={"glass.prior_rank": zero, "glass.lam": np.array(1.0, np.float32),
+                                                     "glass.k": np.array([k], np.int64)})
+        return decoder.kept_neurons(state)
+
+
+def aggregate(per_prompt: list[dict]) -> dict:
+    totals = {key: sum(m[key] for m in per_prompt) for key in ("nll", "kl", "top1", "tokens", "dense_nll")}
+    out = summarise(totals)
+    out["jaccard_by_layer"] = np.mean([m["jaccard"] for m in per_prompt], axis=0).round(4).tolist()
+    out["jaccard"] = float(np.mean(out["jaccard_by_layer"]))
+    out["prompts"] = len(per_prompt)
+    return out
+
+
+def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split: str, per_bucket: int,
+             gen_len: int, prompts_file: str | None, threads: int | None, samples: int, force: bool, log=print) -> dict:
+    from tqdm import tqdm
+
+    from glass_onnx.artifact import atomic_directory
+    from glass_onnx.compile import CompileOptions, compile_model, dense_artifact, global_prior
+    from glass_onnx.eval_prompts import file_prompts, load_prompts
+    from glass_onnx.eval_report import write_report
+    from glass_onnx.models import CATALOG
+    from glass_onnx.priors import random_prior, ranks
+    from glass_onnx.runtime.manifest import load_manifest
+    from glass_onnx.runtime.text import TextCodec
+
+    for s in sparsities:
+        if not 0 <= s < 1:
+            raise GlassError(f"--sparsity values must be in [0, 1) (got {s})")
+    for lam in lams or []:
+        if not 0 <= lam <= 1:
+            raise GlassError(f"--lam values must be in [0, 1] (got {lam})")
+    if output.exists() and not force:
+        raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
+    started = time.perf_counter()
+    dense, source = dense_artifact(model, log)
+    manifest = load_manifest(dense)
+    recipe = CATALOG.get(manifest["model"]["id"])
+    default_lam = recipe.default_lam if recipe else 0.5
+    grid = configs(methods, sparsities, lams, fusions, default_lam)
+    codec = TextCodec(dense, manifest["tokenizer"])
+    instruct = bool(manifest["tokenizer"].get("instruct"))
+    prompts = file_prompts(codec, prompts_file, instruct) if prompts_file else load_prompts(codec, split, per_bucket, instruct)
+    if not prompts:
+        raise GlassError("no prompts to evaluate; check --prompts or --per-bucket")
+    too_long = [p for p in prompts if len(p.ids) + gen_len > manifest["model"]["max_context"]]
+    if too_long:
+        raise GlassError(f"{len(too_long)} prompt(s) + --gen-len exceed the model's context; shorten them")
+
+    with atomic_directory(output, force=force) as tmp:
+        layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
+        priors = {}
+        needed = {get_method(c.method).prior for c in grid} - {None}
+        for kind in needed:
+            if kind == "random":
+                priors[kind] = ranks(random_prior(layers, size, 0))
+                continue
+            method = get_method("a-glass" if kind == "activation" else "i-glass")
+            values, _ = global_prior(dense, manifest, source, method, CompileOptions(prior_samples=samples), log)
+            priors[kind] = ranks(values)
+        artifacts = {}
+        for fusion in sorted({c.fusion for c in grid} | {"rank"}):
+            artifacts[fusion] = compile_model(str(dense), tmp / "artifacts" / fusion,
+                                              CompileOptions(method="griffin", sparsity=0.5, fusion=fusion), log=log)
+        evaluator = Evaluator(dense, artifacts, priors, gen_len, threads)
+        per_config: dict[Config, list] = {c: [] for c in grid}
+        by_bucket: dict[tuple, list] = {}
+        batches = [prompts[i : i + evaluator.batch] for i in range(0, len(prompts), evaluator.batch)]
+        for batch in tqdm(batches, desc=f"eval {len(prompts)} prompts x {len(grid)} configs", unit="batch"):
+            for config, rows in evaluator.run_batch(batch, grid).items():
+                per_config[config] += rows
+                for prompt, row in zip(batch, rows):
+                    by_bucket.setdefault((config, prompt.bucket), []).append(row)
+        samples_md = free_running_samples(evaluator, codec, prompts, grid, log)
+        for fusion in artifacts:
+            import shutil
+
+            shutil.rmtree(artifacts[fusion])
+        (tmp / "artifacts").rmdir()
+        result = {
+            "model": manifest["model"]["id"], "split": split, "gen_len": gen_len,
+            "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source} for p in prompts],
+            "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
+            "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)} for (c, b), rows in by_bucket.items()],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / "results.json").write_text(json.dumps(result, indent=1))
+        write_report(result, tmp, samples_md)
+    log(f"wrote {output} in {time.perf_counter() - started:.0f} s")
+    return result
+
+
+def free_running_samples(evaluator: Evaluator, codec, prompts, grid, log, n_prompts: int = 3, tokens: int = 48) -> str:
+    """Greedy free-running generations for a few prompts, one per method at the most common sparsity."""
+    from collections import Counter
+
+    sparsity = Counter(c.sparsity for c in grid if c.method != "dense").most_common(1)
+    shown = [c for c in grid if c.method == "dense" or (sparsity and c.sparsity == sparsity[0][0])]
+    picks = [p for p in prompts if p.bucket in ("16", "chat", "file")][:n_prompts] or prompts[:n_prompts]
+    lines = []
+    for p in picks:
+        lines.append(f"### Prompt ({p.bucket}): {p.text}\n")
+        lines.append("| method | continuation |\n|---|---|")
+        for config in shown:
+            if config.method == "dense":
+                decoder, overrides = evaluator.dense, None
+            else:
+                decoder = evaluator.sparse[config.fusion]
+                method = get_method(config.method)
+                prior = evaluator.priors[method.prior] if method.prior else np.zeros((len(decoder.handoff_out), evaluator.size), np.float32)
+                k = round((1 - config.sparsity) * evaluator.size)
+                overrides = {"glass.prior_rank": prior, "glass.lam": np.array(config.lam, np.float32),
+                             "glass.k": np.array([k], np.int64)}
+            state = decoder.new_state()
+            logits = decoder.prefill(state, np.array([p.ids]), overrides=overrides)
+            out = []
+            for _ in range(tokens):
+                t = int(logits[0, -1].argmax())
+                if t in evaluator.eos:
+                    break
+                out.append(t)
+                logits = decoder.decode(state, np.array([[t]]))
+            text = codec.decode(out).replace("\n", " ").replace("|", "\\|")
+            lines.append(f"| {config.label} | {text} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Evaluation: metrics on known answers, prompt buckets and splits, and a smoke run of the grid."""
+
+import json
+import math
+
+import numpy as np
+
+from glass_onnx.metrics import jaccard, summarise, token_metrics
+
+
+def test_identical_models_give_zero_kl_and_equal_perplexity():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 50)).astype(np.float32)
+    targets = rng.integers(0, 50, 12)
+    m = summarise(token_metrics(logits, logits.copy(), targets, np.ones(12)))
+    assert m["kl"] == 0.0 and m["top1"] == 1.0 and m["ppl"] == m["dense_ppl"]
+
+
+def test_metrics_known_answer():
+    dense = np.log(np.array([[0.5, 0.5]]))
+    sparse = np.log(np.array([[0.9, 0.1]]))
+    m = token_metrics(dense, sparse, np.array([1]), np.array([1]))
+    assert math.isclose(m["kl"], 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1), rel_tol=1e-9)
+    assert math.isclose(m["nll"], -math.log(0.1), rel_tol=1e-9)
+    masked = token_metrics(np.vstack([dense, dense]), np.vstack([sparse, dense]), np.array([1, 0]), np.array([0, 1]))
+    assert masked["kl"] == 0 and masked["tokens"] == 1
+    assert jaccard(np.array([1, 2, 3]), np.array([2, 3, 4])) == 0.5
+
+
+def test_prompt_buckets_and_splits(tiny_dense):
+    from glass_onnx.eval_prompts import BUCKETS, prose_prompts
+    from glass_onnx.runtime import TextCodec, load_manifest
+
+    codec = TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
+    dev, test = prose_prompts(codec.encode, "dev"), prose_prompts(codec.encode, "test")
+    for b in BUCKETS:
+        assert len(test[str(b)]) >= 50  # the real tokenizers give >= 100 (test_real_models)
+        assert all(0.75 * b <= len(p.ids) <= 1.25 * b for p in test[str(b)])
+        assert not {p.text for p in dev[str(b)]} & {p.text for p in test[str(b)]}
+        assert all(p.text[-1] in ".!?\"')]" for p in test[str(b)][:20])  # whole sentences
+
+
+def test_eval_smoke(tiny_dense, tmp_path):
+    from glass_onnx.evaluate import run_eval
+
+    out = tmp_path / "eval"
+    run_eval(str(tiny_dense), out, ["dense", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
+             False, log=lambda *_: None)
+    result = json.loads((out / "results.json").read_text())
+    dense = next(r for r in result["results"] if r["method"] == "dense")
+    assert dense["kl"] < 1e-9 and dense["top1"] == 1.0 and math.isclose(dense["ppl"], dense["dense_ppl"], rel_tol=1e-6)
+    griffin = next(r for r in result["results"] if r["method"] == "griffin")
+    assert griffin["kl"] > 0 and len(griffin["jaccard_by_layer"]) == 3
+    assert {"results.md", "kl_vs_sparsity.png", "ppl_vs_sparsity.png", "jaccard_by_layer.png"} <= {p.name for p in out.iterdir()}
+    assert not (out / "artifacts").exists()
