@@ -17,7 +17,7 @@ from typing import Callable
 BUCKETS = (8, 16, 32, 64)
 PROSE = ("botchan.txt", "alice_in_wonderland.txt", "britannica1911_shakespeare.txt")
 CHAT = "chat_instructions.txt"
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
+SENTENCE_END = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +45,10 @@ def sentences(paragraph: str) -> list[str]:
 
 
 def prose_prompts(encode: Callable[[str], list[int]], split: str) -> dict[str, list[Prompt]]:
-    found: dict[str, dict[str, Prompt]] = {str(b): {} for b in BUCKETS}
+    found: dict[str, dict[str, dict[str, Prompt]]] = {sp: {str(b): {} for b in BUCKETS} for sp in ("dev", "test")}
     for name in PROSE:
         for paragraph in data_lines(name):
-            if _split_of(paragraph) != split:
-                continue
+            bucket_of = found[_split_of(paragraph)]
             parts = sentences(paragraph)
             for start in range(len(parts)):
                 text = ""
@@ -57,11 +56,14 @@ def prose_prompts(encode: Callable[[str], list[int]], split: str) -> dict[str, l
                     text = f"{text} {parts[end]}".strip()
                     ids = encode(text)
                     for b in BUCKETS:
-                        if 0.75 * b <= len(ids) <= 1.25 * b and text not in found[str(b)]:
-                            found[str(b)][text] = Prompt(str(b), text, tuple(ids), name)
+                        if 0.75 * b <= len(ids) <= 1.25 * b:
+                            bucket_of[str(b)].setdefault(text, Prompt(str(b), text, tuple(ids), name))
                     if len(ids) > 1.25 * BUCKETS[-1]:
                         break
-    return {b: sorted(p.values(), key=lambda p: _hash(p.text)) for b, p in found.items()}
+    other = found["test" if split == "dev" else "dev"]
+    # a sentence that recurs in both splits' paragraphs ("Really?") is dropped from both
+    return {b: sorted((p for t, p in prompts.items() if t not in other[b]), key=lambda p: _hash(p.text))
+            for b, prompts in found[split].items()}
 
 
 def chat_prompts(encode_chat: Callable[[str], list[int]], split: str) -> list[Prompt]:
