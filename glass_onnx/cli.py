@@ -72,6 +72,36 @@ def cmd_eval(args) -> None:
              args.per_bucket, args.gen_len, args.prompts, args.threads, args.prior_samples, args.force, log=_log)
 
 
+def cmd_bench(args) -> None:
+    from pathlib import Path
+
+    from glass_onnx.bench import format_table, run_bench
+    from glass_onnx.compile import CompileOptions, compile_model, dense_artifact
+    from glass_onnx.artifact import cache_dir
+
+    dense, _ = dense_artifact(args.model, _log)
+    variants = {"dense": dense}
+    for s in _floats(args.sparsity):
+        out = cache_dir() / "bench" / f"{dense.name}-{args.method}-{s:g}"
+        compile_model(args.model, out, CompileOptions(method=args.method, sparsity=s), force=True, log=_log)
+        variants[f"{args.method} {s:g}"] = out
+    report = run_bench(variants, [int(t) for t in args.threads.split(",")], args.prompt_len, args.new_tokens,
+                       args.repeats, [int(n) for n in args.prefill_lengths.split(",")],
+                       Path(args.genai) if args.genai else None, not args.no_rss, log=_log)
+    report["model"] = args.model
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+
+
+def cmd_inspect(args) -> None:
+    from pathlib import Path
+
+    from glass_onnx.inspect_artifact import describe, open_in_netron
+
+    print(describe(Path(args.artifact)))
+    if args.netron:
+        open_in_netron(Path(args.artifact), args.graph, args.port)
+
+
 def cmd_demo(args) -> None:
     from pathlib import Path
 
@@ -146,6 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_threads, default=None)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="dense vs GLASS: decode tok/s, time to first token, prefill, peak RSS")
+    p.add_argument("model", nargs="?", default="smollm2-135m")
+    p.add_argument("--method", default="a-glass")
+    p.add_argument("--sparsity", default="0.5,0.75")
+    p.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--prefill-lengths", default="16,64,256")
+    p.add_argument("--genai", default=None, help="an onnxruntime-genai model folder of the same model, to compare")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("inspect", help="summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")
+    p.add_argument("artifact")
+    p.add_argument("--netron", action="store_true", help="open the graph in Netron on localhost")
+    p.add_argument("--graph", default=None, help="which graph file for --netron (default: the prefill graph)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_inspect)
 
     from glass_onnx.demo import DEFAULT_PROMPT
     from glass_onnx.models import DEFAULT_MODEL

@@ -72,6 +72,7 @@ class Generator:
         stop_strings: tuple[str, ...] = (),
         on_text: Callable[[str], None] | None = None,
         prefill_chunk: int | None = None,
+        ignore_eos: bool = False,
     ) -> GenerationResult:
         if not prompt_ids:
             raise GlassError("the prompt is empty; pass some text to continue")
@@ -83,7 +84,7 @@ class Generator:
                 f"of {self.max_context}; shorten the prompt or lower --max-new-tokens"
             )
         sampler = Sampler(sampling)
-        eos = set(self.codec.eos_token_ids)
+        eos = set() if ignore_eos else set(self.codec.eos_token_ids)
         decoder = self.decoder
         state = decoder.new_state(batch=1)
         ids = np.asarray([prompt_ids], dtype=np.int64)

@@ -1,0 +1,151 @@
+"""`glass-onnx bench`: dense vs GLASS decode speed, time to first token, prefill latency and peak RSS.
+
+Variants run interleaved (A B A B ...) in one process so machine noise hits them alike; figures are medians.
+Decode tok/s = generated tokens after the first / wall time from the first token to the last, so any per-prompt
+preparation of the decode path counts. Peak RSS is measured per variant in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from glass_onnx.runtime.errors import GlassError
+
+
+def bench_prompt(codec, length: int) -> list[int]:
+    """``length`` tokens of real prose (shipped Botchan text), without special tokens."""
+    from glass_onnx.eval_prompts import data_lines
+
+    ids: list[int] = []
+    for paragraph in data_lines("botchan.txt"):
+        ids += codec.tokenizer.encode(paragraph + " ", add_special_tokens=False).ids
+        if len(ids) >= length:
+            return ids[:length]
+    raise GlassError(f"the shipped text is shorter than {length} tokens")
+
+
+def peak_rss_mb(artifact: Path, threads: int, prompt_len: int, new_tokens: int) -> float:
+    """Peak RSS of a fresh process that loads the artifact and generates once."""
+    out = subprocess.run([sys.executable, "-m", "glass_onnx.bench", "--rss-probe", str(artifact), str(threads),
+                          str(prompt_len), str(new_tokens)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_probe(artifact: str, threads: str, prompt_len: str, new_tokens: str) -> None:
+    from glass_onnx.runtime import Generator
+
+    generator = Generator(artifact, threads=int(threads))
+    generator.generate(bench_prompt(generator.codec, int(prompt_len)), max_new_tokens=int(new_tokens), ignore_eos=True)
+    status = Path("/proc/self/status").read_text()
+    kb = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+    print(kb / 1024)
+
+
+class GenaiRunner:
+    """onnxruntime-genai on the same model and prompt, for comparison (optional)."""
+
+    def __init__(self, directory: Path, threads: int):
+        import onnxruntime_genai as og
+
+        config = og.Config(str(directory))
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads,
+                                                                            "inter_op_num_threads": 1}}}}))
+        self.og, self.model = og, og.Model(config)
+
+    def generate(self, prompt: list[int], new_tokens: int) -> tuple[float, float]:
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=len(prompt) + new_tokens,
+                                  min_length=len(prompt) + new_tokens)
+        generator = og.Generator(self.model, params)
+        t0 = time.perf_counter()
+        generator.append_tokens(prompt)
+        generator.generate_next_token()
+        t_first = time.perf_counter()
+        n = 1
+        while not generator.is_done() and n < new_tokens:
+            generator.generate_next_token()
+            n += 1
+        t_last = time.perf_counter()
+        return (t_first - t0) * 1e3, (n - 1) / (t_last - t_first)
+
+
+def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: int, new_tokens: int, repeats: int,
+              prefill_lengths: list[int], genai_dir: Path | None, measure_rss: bool, log=print) -> dict:
+    from tqdm import tqdm
+
+    from glass_onnx.runtime import Generator
+
+    report = {"prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats, "cpu_count": os.cpu_count(),
+              "runs": []}
+    for threads in threads_list:
+        generators = {name: Generator(path, threads=threads) for name, path in variants.items()}
+        if genai_dir:
+            generators["onnxruntime-genai"] = GenaiRunner(genai_dir, threads)
+        codec = next(g for g in generators.values() if hasattr(g, "codec")).codec
+        prompt = bench_prompt(codec, prompt_len)
+        samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
+        for g in generators.values():  # warm-up
+            g.generate(prompt, 8) if isinstance(g, GenaiRunner) else g.generate(prompt, max_new_tokens=8, ignore_eos=True)
+        for _ in tqdm(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
+            for name, g in generators.items():
+                if isinstance(g, GenaiRunner):
+                    ttft, tps = g.generate(prompt, new_tokens)
+                else:
+                    r = g.generate(prompt, max_new_tokens=new_tokens, ignore_eos=True)
+                    ttft, tps = r.prefill_ms, r.decode_tokens_per_s
+                samples[name]["ttft_ms"].append(ttft)
+                samples[name]["decode_tok_s"].append(tps)
+        prefill = {}
+        for name, g in generators.items():
+            if isinstance(g, GenaiRunner):
+                continue
+            prefill[name] = {}
+            for n in prefill_lengths:
+                ids = np.array([bench_prompt(codec, n)])
+                times = []
+                for _ in range(max(3, repeats // 2)):
+                    state = g.decoder.new_state()
+                    t0 = time.perf_counter()
+                    g.decoder.prefill(state, ids)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                prefill[name][n] = round(statistics.median(times), 2)
+        for name in generators:
+            s = samples[name]
+            row = {"variant": name, "threads": threads,
+                   "decode_tok_s": round(statistics.median(s["decode_tok_s"]), 2),
+                   "ttft_ms": round(statistics.median(s["ttft_ms"]), 2),
+                   "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
+                   "prefill_ms_by_length": prefill.get(name)}
+            if measure_rss and name in variants:
+                row["peak_rss_mb"] = round(peak_rss_mb(variants[name], threads, prompt_len, 16), 1)
+            report["runs"].append(row)
+        del generators
+    base = {r["threads"]: r for r in report["runs"] if r["variant"] == "dense"}
+    for r in report["runs"]:
+        if r["threads"] in base:
+            r["decode_vs_dense"] = round(r["decode_tok_s"] / base[r["threads"]]["decode_tok_s"], 3)
+            r["ttft_vs_dense"] = round(r["ttft_ms"] / base[r["threads"]]["ttft_ms"], 3)
+    return report
+
+
+def format_table(report: dict) -> str:
+    rows = ["| variant | threads | decode tok/s | vs dense | TTFT ms | vs dense | peak RSS MB | prefill ms by prompt length |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        prefill = ", ".join(f"{n}: {ms}" for n, ms in (r.get("prefill_ms_by_length") or {}).items())
+        rows.append(f"| {r['variant']} | {r['threads']} | {r['decode_tok_s']} | {r.get('decode_vs_dense', '')} | "
+                    f"{r['ttft_ms']} | {r.get('ttft_vs_dense', '')} | {r.get('peak_rss_mb', '')} | {prefill} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--rss-probe":
+    _rss_probe(*sys.argv[2:])

@@ -1,0 +1,32 @@
+"""Portability gate: compiled graphs hold only standard ONNX ops, ai.glass functions (which inline to standard
+ops) and the documented contrib list; `inspect` describes an artifact."""
+
+import onnx
+import pytest
+from onnx import helper
+
+from glass_onnx.inspect_artifact import PORTABLE_CONTRIB_OPS, describe, non_portable_ops
+
+
+@pytest.mark.parametrize("fusion", ["rank", "plackett-luce"])
+def test_compiled_graphs_are_portable(tiny_compiled, tiny_dense, fusion):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, fusion=fusion)
+    for path in (artifact / "prefill.onnx", artifact / "decode.onnx", tiny_dense / "model.onnx"):
+        assert non_portable_ops(path) == []
+
+
+def test_gate_flags_a_contrib_op(tmp_path):
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["c"], domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, 1, [2, 2]) for n in "ab"],
+                              [helper.make_tensor_value_info("c", 1, [2, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)]),
+              tmp_path / "m.onnx")
+    assert "FusedMatMul" not in PORTABLE_CONTRIB_OPS
+    assert non_portable_ops(tmp_path / "m.onnx") == ["com.microsoft.FusedMatMul"]
+
+
+def test_inspect_describes_sessions_and_glass_nodes(tiny_compiled):
+    text = describe(tiny_compiled(method="a-glass", sparsity=0.5))
+    assert "keeps 48/96 FFN neurons" in text
+    assert "AccumulateNeuronStats x3" in text and "IndexedSwiGLU x3" in text
+    assert "kept_neurons.{layer} x3 [batch, kept]" in text and "NOT PORTABLE" not in text
