@@ -79,15 +79,16 @@ class GenaiRunner:
 
 
 def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: int, new_tokens: int, repeats: int,
-              prefill_lengths: list[int], genai_dir: Path | None, measure_rss: bool, log=print) -> dict:
+              prefill_lengths: list[int], genai_dir: Path | None, measure_rss: bool, provider: str = "cpu",
+              log=print) -> dict:
     from tqdm import tqdm
 
     from glass_onnx.runtime import Generator
 
     report = {"prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats, "cpu_count": os.cpu_count(),
-              "runs": []}
+              "provider": provider, "runs": []}
     for threads in threads_list:
-        generators = {name: Generator(path, threads=threads) for name, path in variants.items()}
+        generators = {name: Generator(path, provider=provider, threads=threads) for name, path in variants.items()}
         if genai_dir:
             generators["onnxruntime-genai"] = GenaiRunner(genai_dir, threads)
         codec = next(g for g in generators.values() if hasattr(g, "codec")).codec
@@ -125,7 +126,7 @@ def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: in
                    "ttft_ms": round(statistics.median(s["ttft_ms"]), 2),
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
                    "prefill_ms_by_length": prefill.get(name)}
-            if measure_rss and name in variants:
+            if measure_rss and name in variants and provider == "cpu":
                 row["peak_rss_mb"] = round(peak_rss_mb(variants[name], threads, prompt_len, 16), 1)
             report["runs"].append(row)
         del generators

@@ -87,7 +87,7 @@ def cmd_bench(args) -> None:
         variants[f"{args.method} {s:g}"] = out
     report = run_bench(variants, [int(t) for t in args.threads.split(",")], args.prompt_len, args.new_tokens,
                        args.repeats, [int(n) for n in args.prefill_lengths.split(",")],
-                       Path(args.genai) if args.genai else None, not args.no_rss, log=_log)
+                       Path(args.genai) if args.genai else None, not args.no_rss, args.provider, log=_log)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
 
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-lengths", default="16,64,256")
     p.add_argument("--genai", default=None, help="an onnxruntime-genai model folder of the same model, to compare")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
