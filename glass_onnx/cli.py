@@ -29,7 +29,8 @@ def cmd_compile(args) -> None:
 
     options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
-                             prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file)
+                             prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
+                             genai=args.genai)
     compile_model(args.model, args.output, options, force=args.force, log=_log)
 
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-text", default=None, help="compute the prior on this text file instead of samples")
     p.add_argument("--prior-file", default=None, help="a prior .npz saved by an earlier compile")
     p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
+    p.add_argument("--genai", action="store_true", help="also write genai_config.json for onnxruntime-genai")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 

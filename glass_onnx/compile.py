@@ -20,6 +20,7 @@ from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 
 PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
+GENAI_DECODE = "decode_genai.onnx"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -34,6 +35,7 @@ class CompileOptions:
     prior_seed: int = 0
     prior_text: str | None = None
     prior_file: str | None = None
+    genai: bool = False  # also write decode_genai.onnx + genai_config.json for onnxruntime-genai
 
 
 class _ModelLoader:
@@ -159,9 +161,21 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     decode = ir.load(dense / manifest["sessions"]["decode"])
     prefill_pipeline(prior_rank, lam, k, options.fusion)(prefill)
     decode_pipeline()(decode)
+    graphs = {PREFILL: prefill, DECODE: decode}
+    if options.genai:
+        from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
+
+        genai_decode = ir.load(dense / manifest["sessions"]["decode"])
+        decode_pipeline()(genai_decode)
+        GenaiKeptHandoffPass()(genai_decode)
+        graphs[GENAI_DECODE] = genai_decode
     with atomic_directory(output, force=force) as tmp:
-        save_sharing_weights({PREFILL: prefill, DECODE: decode}, tmp, WEIGHTS)
-        for name in (PREFILL, DECODE):
+        save_sharing_weights(graphs, tmp, WEIGHTS)
+        if options.genai:
+            from glass_onnx.genai_config import genai_config
+
+            (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, PREFILL, GENAI_DECODE), indent=2))
+        for name in graphs:
             onnx.checker.check_model(str(tmp / name), full_check=True)
         for name in TOKENIZER_FILES:
             if (dense / name).exists():
