@@ -15,7 +15,8 @@ import numpy as np
 
 from glass_onnx.artifact import atomic_directory, cache_dir, versions
 from glass_onnx.methods import get_method, check_settings
-from glass_onnx.priors import PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks, save_prior
+from glass_onnx.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
+                               samples_path, save_prior)
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 
@@ -123,7 +124,7 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
         start = time.perf_counter()
         model, tokenizer = load_model(source)
         instruct = bool(manifest["tokenizer"].get("instruct"))
-        values = compute_prior(model, tokenizer, settings, instruct)
+        values = compute_prior(model, tokenizer, settings, instruct, samples_path(_source_key(source), settings))
         save_prior(path, values, manifest["model"]["id"], settings)
         log(f"prior computed in {time.perf_counter() - start:.0f} s, cached at {path}")
     provenance = {"kind": method.prior, "source": "text file" if settings.text else "model samples",

@@ -179,11 +179,28 @@ def load_prior_file(path: str | Path, num_layers: int, size: int) -> tuple[np.nd
     return values, meta
 
 
-def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool, progress: bool = True) -> np.ndarray:
+def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool, samples_cache: Path | None = None,
+                  progress: bool = True) -> np.ndarray:
+    """The prior values [layers, I]. Model samples depend on the settings but not on the kind, so with
+    ``samples_cache`` the A and I priors of one model share one sampling run."""
+    import torch
+
     if settings.kind not in KINDS:
         raise GlassError(f"unknown prior kind '{settings.kind}'; choose one of: {', '.join(KINDS)}")
     if settings.text:
         ids, mask = text_sequences(tokenizer, settings)
+    elif samples_cache is not None and samples_cache.exists():
+        data = np.load(samples_cache)
+        ids, mask = torch.from_numpy(data["ids"]), torch.from_numpy(data["mask"])
     else:
         ids, mask = sample_sequences(model, tokenizer, settings, instruct, progress)
+        if samples_cache is not None:
+            samples_cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(samples_cache.with_suffix(".tmp.npz"), ids=ids.numpy(), mask=mask.numpy())
+            samples_cache.with_suffix(".tmp.npz").rename(samples_cache)
     return neuron_importance(model, ids, mask, settings.kind, progress)
+
+
+def samples_path(model_key: str, settings: PriorSettings) -> Path:
+    shared = dataclasses.replace(settings, kind="samples")
+    return cache_dir() / "priors" / f"{model_key}-samples-{shared.key()}.npz"

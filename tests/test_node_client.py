@@ -1,0 +1,89 @@
+"""The Node.js client (runtime/node/generate.mjs) generates the same greedy ids as `glass-onnx generate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from glass_onnx.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "runtime" / "node"
+CLIENT = NODE_DIR / "generate.mjs"
+NODE = shutil.which("node")
+INSTALLED = all((NODE_DIR / "node_modules" / p / "package.json").exists()
+                for p in ("onnxruntime-node", "@huggingface/tokenizers", "@huggingface/jinja"))
+
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is not installed (the Node.js client needs Node >= 18)"),
+    pytest.mark.skipif(not INSTALLED, reason="runtime/node/node_modules is not installed: run "
+                       "'(cd runtime/node && npm ci)' or scripts/setup.sh"),
+]
+
+PROMPT = "The lighthouse keeper climbed the stairs"
+
+
+def run_node(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([NODE, str(CLIENT), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def run_python(capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert cli_main(["generate", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_dense, tiny_compiled):
+    return {"dense": tiny_dense, "a-glass": tiny_compiled(method="a-glass", sparsity=0.5)}
+
+
+@pytest.mark.parametrize("kind,chat", [("dense", []), ("a-glass", []), ("dense", ["--no-chat"]), ("a-glass", ["--no-chat"])])
+def test_node_matches_python_cli(artifacts, capsys, kind, chat):
+    directory = artifacts[kind]
+    args = [directory, PROMPT, "--max-new-tokens", "12", *chat]
+    proc = run_node(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # one JSON object
+    node = json.loads(lines[0])
+    python = run_python(capsys, *args)
+
+    assert list(node) == list(python)  # same keys, same order
+    for key in ("prompt_ids", "tokens", "text", "prompt_tokens", "stop_reason", "method"):
+        assert node[key] == python[key], key
+    assert node["tokens"], "nothing generated"
+    if kind == "a-glass":
+        assert (node["kept_neurons"], node["intermediate_size"]) == (python["kept_neurons"], python["intermediate_size"])
+    if not chat:  # the tiny model is an instruct model with a chat template: the default path renders it
+        assert node["prompt_ids"][0] == json.loads((directory / "manifest.json").read_text())["tokenizer"]["bos_token_id"]
+
+
+def test_node_text_mode_prints_text_and_figures(artifacts):
+    proc = run_node(artifacts["a-glass"], PROMPT, "--max-new-tokens", "4", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    figures = proc.stdout.rstrip("\n").splitlines()[-1]
+    assert figures.startswith("[") and "4 new tokens" in figures and "a-glass keeps" in figures
+
+
+def test_node_errors_are_one_line(artifacts, tmp_path):
+    dense = artifacts["dense"]
+    bad = tmp_path / "v2"
+    bad.mkdir()
+    manifest = json.loads((dense / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    max_context = manifest["model"]["max_context"]
+    cases = {
+        "no manifest": ([tmp_path, PROMPT], "has no manifest.json"),
+        "format": ([bad, PROMPT], "artifact format 2"),
+        "empty prompt": ([dense, "   "], "the prompt is empty"),
+        "context": ([dense, PROMPT, "--max-new-tokens", max_context], "exceeds the model's context"),
+    }
+    for name, (args, message) in cases.items():
+        proc = run_node(*args)
+        assert proc.returncode == 2, name
+        assert proc.stderr.startswith("error: ") and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
