@@ -21,7 +21,7 @@ from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 
 PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
-GENAI_DECODE = "decode_genai.onnx"
+GENAI_PREFILL, GENAI_DECODE = "prefill_genai.onnx", "decode_genai.onnx"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -166,16 +166,18 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     if options.genai:
         from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
 
+        genai_prefill = ir.load(dense / manifest["sessions"]["prefill"])
+        prefill_pipeline(prior_rank, lam, k, options.fusion, default_stats=True)(genai_prefill)
         genai_decode = ir.load(dense / manifest["sessions"]["decode"])
         decode_pipeline()(genai_decode)
         GenaiKeptHandoffPass()(genai_decode)
-        graphs[GENAI_DECODE] = genai_decode
+        graphs[GENAI_PREFILL], graphs[GENAI_DECODE] = genai_prefill, genai_decode
     with atomic_directory(output, force=force) as tmp:
         save_sharing_weights(graphs, tmp, WEIGHTS)
         if options.genai:
             from glass_onnx.genai_config import genai_config
 
-            (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, PREFILL, GENAI_DECODE), indent=2))
+            (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, GENAI_PREFILL, GENAI_DECODE), indent=2))
         for name in graphs:
             onnx.checker.check_model(str(tmp / name), full_check=True)
         for name in TOKENIZER_FILES:

@@ -20,10 +20,11 @@ from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
 
 
-def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str) -> ir.passes.PassManager:
+def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
+                     default_stats: bool = False) -> ir.passes.PassManager:
     """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer."""
     return ir.passes.PassManager([
-        AccumulateNeuronStatsPass(),
+        AccumulateNeuronStatsPass(default_zeros=default_stats),
         SelectNeuronsPass(prior_rank, lam, k, fusion),
         NameFixPass(),
     ])

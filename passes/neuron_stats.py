@@ -17,15 +17,20 @@ def _tensor_value(name: str, dtype: ir.DataType, dims: list) -> ir.Value:
 class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
     """Adds, per FFN layer l, input ``past_neuron_stats.l`` and output ``present_neuron_stats.l`` [batch, I].
 
-    Guarantees: every existing output is computed exactly as before; an omitted past is zeros (batch 1); present = past + the
+    Guarantees: every existing output is computed exactly as before; present = past + the
     ``ai.glass.AccumulateNeuronStats`` of this call's FFN activations over the non-padded tokens of this call
     (the last ``sequence`` columns of ``attention_mask``), so chaining calls over prompt chunks equals one call.
+
+    With ``default_zeros`` the past inputs get zero defaults (batch 1), for runtimes that feed only the inputs they
+    know (onnxruntime-genai). It is off by default: some bindings (onnxruntime-node) hide and ignore inputs that have
+    a default, which would make chunked prefill impossible there.
     """
 
-    def __init__(self, input_ids: str = "input_ids", attention_mask: str = "attention_mask"):
+    def __init__(self, input_ids: str = "input_ids", attention_mask: str = "attention_mask", default_zeros: bool = False):
         super().__init__()
         self.input_ids = input_ids
         self.attention_mask = attention_mask
+        self.default_zeros = default_zeros
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -43,9 +48,9 @@ class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
             size = ffn.intermediate_size
             past = _tensor_value(PAST_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
             present = _tensor_value(PRESENT_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
-            # default zeros (batch 1): a runtime that knows nothing of GLASS, such as onnxruntime-genai, may omit it
-            past.const_value = ir.tensor(np.zeros((1, size), np.float32), name=past.name)
-            graph.register_initializer(past)
+            if self.default_zeros:
+                past.const_value = ir.tensor(np.zeros((1, size), np.float32), name=past.name)
+                graph.register_initializer(past)
             graph.inputs.append(past)
             tape.op_multi_out(op_type, [ffn.z, token_mask, past], domain=glass_ops.DOMAIN, outputs=[present],
                               name=f"glass/layers.{ffn.layer}/AccumulateNeuronStats")
