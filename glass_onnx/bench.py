@@ -32,17 +32,17 @@ def bench_prompt(codec, length: int) -> list[int]:
     raise GlassError(f"the shipped text is shorter than {length} tokens")
 
 
-def peak_rss_mb(artifact: Path, threads: int, prompt_len: int, new_tokens: int) -> float:
+def peak_rss_mb(artifact: Path, layout: str, threads: int, prompt_len: int, new_tokens: int) -> float:
     """Peak RSS of a fresh process that loads the artifact and generates once."""
-    out = subprocess.run([sys.executable, "-m", "glass_onnx.bench", "--rss-probe", str(artifact), str(threads),
+    out = subprocess.run([sys.executable, "-m", "glass_onnx.bench", "--rss-probe", str(artifact), layout, str(threads),
                           str(prompt_len), str(new_tokens)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _rss_probe(artifact: str, threads: str, prompt_len: str, new_tokens: str) -> None:
+def _rss_probe(artifact: str, layout: str, threads: str, prompt_len: str, new_tokens: str) -> None:
     from glass_onnx.runtime import Generator
 
-    generator = Generator(artifact, threads=int(threads))
+    generator = Generator(artifact, threads=int(threads), layout=layout)
     generator.generate(bench_prompt(generator.codec, int(prompt_len)), max_new_tokens=int(new_tokens), ignore_eos=True)
     status = Path("/proc/self/status").read_text()
     kb = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
@@ -78,7 +78,7 @@ class GenaiRunner:
         return (t_first - t0) * 1e3, (n - 1) / (t_last - t_first)
 
 
-def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: int, new_tokens: int, repeats: int,
+def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], prompt_len: int, new_tokens: int, repeats: int,
               prefill_lengths: list[int], genai_dir: Path | None, measure_rss: bool, provider: str = "cpu",
               log=print) -> dict:
     from tqdm import tqdm
@@ -88,7 +88,8 @@ def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: in
     report = {"prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats, "cpu_count": os.cpu_count(),
               "provider": provider, "runs": []}
     for threads in threads_list:
-        generators = {name: Generator(path, provider=provider, threads=threads) for name, path in variants.items()}
+        generators = {name: Generator(path, provider=provider, threads=threads, layout=layout)
+                      for name, (path, layout) in variants.items()}
         if genai_dir:
             generators["onnxruntime-genai"] = GenaiRunner(genai_dir, threads)
         codec = next(g for g in generators.values() if hasattr(g, "codec")).codec
@@ -127,7 +128,7 @@ def run_bench(variants: dict[str, Path], threads_list: list[int], prompt_len: in
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
                    "prefill_ms_by_length": prefill.get(name)}
             if measure_rss and name in variants and provider == "cpu":
-                row["peak_rss_mb"] = round(peak_rss_mb(variants[name], threads, prompt_len, 16), 1)
+                row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
             report["runs"].append(row)
         del generators
     base = {r["threads"]: r for r in report["runs"] if r["variant"] == "dense"}
@@ -148,5 +149,5 @@ def format_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--rss-probe":
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "--rss-probe":
     _rss_probe(*sys.argv[2:])

@@ -37,7 +37,7 @@ def cmd_compile(args) -> None:
 def cmd_generate(args) -> None:
     from glass_onnx.runtime import Generator, SamplingConfig
 
-    generator = Generator(args.artifact, provider=args.provider, threads=args.threads)
+    generator = Generator(args.artifact, provider=args.provider, threads=args.threads, layout=args.layout)
     prompt_ids = generator.encode(args.prompt, chat=args.chat)
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
@@ -81,11 +81,13 @@ def cmd_bench(args) -> None:
     from glass_onnx.artifact import cache_dir
 
     dense, _ = dense_artifact(args.model, _log)
-    variants = {"dense": dense}
+    variants = {"dense": (dense, "auto")}
+    layouts = [x.strip() for x in args.layouts.split(",")]
     for s in _floats(args.sparsity):
         out = cache_dir() / "bench" / f"{dense.name}-{args.method}-{s:g}"
         compile_model(args.model, out, CompileOptions(method=args.method, sparsity=s), force=True, log=_log)
-        variants[f"{args.method} {s:g}"] = out
+        for layout in layouts:
+            variants[f"{args.method} {s:g}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
     report = run_bench(variants, [int(t) for t in args.threads.split(",")], args.prompt_len, args.new_tokens,
                        args.repeats, [int(n) for n in args.prefill_lengths.split(",")],
                        Path(args.genai) if args.genai else None, not args.no_rss, args.provider, log=_log)
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_threads, default=None, help="ORT intra-op threads (default: all cores)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--prefill-chunk", type=int, default=None, help="prefill the prompt in chunks of this many tokens")
+    p.add_argument("--layout", default="auto", choices=["auto", "fast", "reference"],
+                   help="sessions of a compiled artifact: fast (default) or reference (prefill.onnx + decode.onnx)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
 
@@ -192,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true")
+    p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("inspect", help="summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")

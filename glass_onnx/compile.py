@@ -21,6 +21,7 @@ from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 
 PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
+FAST_DECODER, SELECT, COMPACT = "decoder.onnx", "select.onnx", "compact.onnx"
 GENAI_PREFILL, GENAI_DECODE = "prefill_genai.onnx", "decode_genai.onnx"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
@@ -132,11 +133,34 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
     return values, provenance
 
 
+def _fast_layout(saved_prefill, ffn_weights: list[dict]) -> dict:
+    """The manifest's ``fast`` section: its graphs, I/O names, and where each full FFN weight lies in the weights
+    file (the decoder graph has them as inputs; a runtime memory-maps them from there)."""
+    from glass_onnx.passes import ffn_inputs, glass_graphs
+
+    initializers = saved_prefill.graph.initializers
+    layers = []
+    for removed in ffn_weights:
+        entry = {}
+        for part, template in (("gate", ffn_inputs.FFN_GATE), ("up", ffn_inputs.FFN_UP), ("down", ffn_inputs.FFN_DOWN)):
+            tensor = initializers[removed[template].name].const_value  # written to the weights file by then
+            entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
+        layers.append(entry)
+    return {
+        "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
+        "io": {"ffn_gate": ffn_inputs.FFN_GATE, "ffn_up": ffn_inputs.FFN_UP, "ffn_down": ffn_inputs.FFN_DOWN,
+               "ffn_z": ffn_inputs.FFN_Z, "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
+               "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK},
+        "ffn_weights": layers,
+    }
+
+
 def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
     import onnx
     import onnx_ir as ir
 
-    from glass_onnx.passes import decode_pipeline, io_names, prefill_pipeline
+    from glass_onnx.passes import (FFNWeightsAsInputsPass, build_compact_model, build_select_model, decode_pipeline,
+                                   fast_decoder_pipeline, io_names, prefill_pipeline)
     from glass_onnx.shared_weights import save_sharing_weights
 
     method = get_method(options.method)
@@ -163,6 +187,13 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     prefill_pipeline(prior_rank, lam, k, options.fusion)(prefill)
     decode_pipeline()(decode)
     graphs = {PREFILL: prefill, DECODE: decode}
+    fast_decoder = ir.load(dense / manifest["sessions"]["decode"])
+    to_inputs = FFNWeightsAsInputsPass()
+    fast_decoder_pipeline(to_inputs)(fast_decoder)
+    graphs[FAST_DECODER] = fast_decoder
+    graphs[SELECT] = build_select_model(prior_rank, lam, k, options.fusion)
+    graphs[COMPACT] = build_compact_model(model_info["num_layers"], model_info["hidden_size"],
+                                          model_info["intermediate_size"])
     if options.genai:
         from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
 
@@ -184,6 +215,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
+        fast = _fast_layout(prefill, to_inputs.weights)
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io")},
             "kind": "glass",
@@ -203,6 +235,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
                             "shape": ["batch", k], "dtype": "int64"},
                 "overridable": {"prior_rank": io_names.PRIOR_RANK, "lam": io_names.LAM, "k": io_names.KEEP},
             },
+            "fast": fast,
             "dense_export": str(dense),
             "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
         })

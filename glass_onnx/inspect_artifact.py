@@ -67,7 +67,10 @@ def describe(directory: Path) -> str:
     lines.append("files: " + ", ".join(f"{n} ({info['bytes'] / 2**20:.1f} MiB)" for n, info in m["files"].items())
                  + f"; total {size / 2**20:.1f} MiB")
     lines.append("made by: " + ", ".join(f"{k} {v}" for k, v in m["created_by"].items() if k != "command"))
-    for role, file in m["sessions"].items():
+    roles = {f"reference {role}": file for role, file in m["sessions"].items()} if glass else dict(m["sessions"])
+    if "fast" in m:
+        roles.update({f"fast {role}": m["fast"][role] for role in ("decoder", "select", "compact")})
+    for role, file in roles.items():
         if role == "decode" and file == m["sessions"]["prefill"]:
             lines.append(f"\n[decode] same graph as prefill ({file})")
             continue

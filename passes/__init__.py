@@ -1,8 +1,9 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
 Exports the passes (``NameDynamicDimsPass``, ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``,
-``IndexedFFNPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them
-(``prefill_pipeline``, ``decode_pipeline``), the ai.glass op definitions (``glass_ops``) and the I/O names
+``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the
+pipelines that compose them (``prefill_pipeline``, ``decode_pipeline``, ``fast_decoder_pipeline``), the builders
+of the fast layout's small graphs (``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names
 (``io_names``).
 """
 
@@ -14,7 +15,9 @@ from onnx_ir.passes.common import CheckerPass, NameFixPass, RemoveUnusedFunction
 
 from glass_onnx.passes import glass_ops, io_names
 from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
+from glass_onnx.passes.ffn_inputs import FFNWeightsAsInputsPass
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
+from glass_onnx.passes.glass_graphs import build_compact_model, build_select_model
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
@@ -40,8 +43,17 @@ def decode_pipeline() -> ir.passes.PassManager:
     ])
 
 
+def fast_decoder_pipeline(to_inputs: FFNWeightsAsInputsPass) -> ir.passes.PassManager:
+    """Dense decoder -> the fast layout's decoder: FFN weights as inputs, FFN activations as outputs."""
+    return ir.passes.PassManager([to_inputs, RemoveUnusedNodesPass(), NameFixPass()])
+
+
 __all__ = [
     "AccumulateNeuronStatsPass",
+    "FFNWeightsAsInputsPass",
+    "build_compact_model",
+    "build_select_model",
+    "fast_decoder_pipeline",
     "CheckerPass",
     "GatedFFN",
     "IndexedFFNPass",

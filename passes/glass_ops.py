@@ -148,3 +148,16 @@ def add_function(model: ir.Model, function) -> str:
     if key not in model.functions:
         model.functions[key] = ir.serde.deserialize_function(function.to_function_proto())
     return function.name
+
+
+@script(glass, default_opset=op)
+def GatherKeptWeights(w_gate, w_up, w_down, kept):
+    """Compact FFN weights of the kept neurons, one set per sequence.
+
+    w_gate, w_up: [H, I]; w_down: [I, H]; kept: [batch, k] int64. Returns gate, up [batch, H, k] and down
+    [batch, k, H]: the columns (rows of down) of the kept neurons, in kept order.
+    """
+    gate = op.Transpose(op.Gather(w_gate, kept, axis=1), perm=[1, 0, 2])
+    up = op.Transpose(op.Gather(w_up, kept, axis=1), perm=[1, 0, 2])
+    down = op.Gather(w_down, kept, axis=0)
+    return gate, up, down

@@ -47,14 +47,31 @@ class SequenceState:
     past: list[ort.OrtValue]  # key, value per layer, in manifest order
     neuron_stats: list[ort.OrtValue]  # GLASS prefill state (empty for dense artifacts)
     kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
+    compact: dict | None = None  # fast layout: the kept neurons' FFN weights, gathered once per prompt
 
     @property
     def length(self) -> int:
         return self.attention_mask.shape[1]
 
 
+def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
+                 layout: str = "auto") -> "Decoder":
+    """The decoder for an artifact: the fast layout of a compiled artifact unless ``layout="reference"``."""
+    if layout not in ("auto", "fast", "reference"):
+        raise GlassError(f"unknown layout '{layout}'; choose auto, fast or reference")
+    manifest = load_manifest(directory)
+    if layout == "fast" and "fast" not in manifest:
+        raise GlassError(f"'{directory}' has no fast layout (a dense export, or compiled by an older glass-onnx)")
+    if layout != "reference" and "fast" in manifest:
+        from glass_onnx.runtime.fast_decoder import FastDecoder
+
+        return FastDecoder(directory, provider, threads)
+    return Decoder(directory, provider, threads)
+
+
 class Decoder:
-    """Loads an artifact directory and runs its prefill and decode sessions over a SequenceState."""
+    """Loads an artifact directory and runs its prefill and decode sessions over a SequenceState
+    (the reference layout: prefill.onnx with the GLASS selection inside, decode.onnx with indexed FFNs)."""
 
     def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None):
         self.directory = Path(directory)
@@ -77,12 +94,15 @@ class Decoder:
         self.handoff_out = layer_names(glass["handoff"]["output"], n) if glass else []
         self.handoff_in = layer_names(glass["handoff"]["input"], n) if glass else []
 
-        sessions = m["sessions"]
-        self.prefill_session = create_session(self.directory / sessions["prefill"], provider, threads)
+        self._open_sessions(threads)
+
+    def _open_sessions(self, threads: int | None) -> None:
+        sessions = self.manifest["sessions"]
+        self.prefill_session = create_session(self.directory / sessions["prefill"], self.provider, threads)
         if sessions["decode"] == sessions["prefill"]:
             self.decode_session = self.prefill_session  # one session, one copy of the weights
         else:
-            self.decode_session = create_session(self.directory / sessions["decode"], provider, threads)
+            self.decode_session = create_session(self.directory / sessions["decode"], self.provider, threads)
         self._check_sessions()
 
     def _check_sessions(self) -> None:
@@ -112,8 +132,10 @@ class Decoder:
         )
 
     # -- calls -------------------------------------------------------------------------------------------
-    def _run(self, session, state: SequenceState, input_ids: np.ndarray, new_mask: np.ndarray, prefill: bool,
-             overrides: dict | None = None) -> np.ndarray:
+    def _step(self, session, state: SequenceState, input_ids: np.ndarray, new_mask: np.ndarray,
+              inputs: dict | None = None, outputs: list[str] = ()) -> tuple[np.ndarray, list[ort.OrtValue]]:
+        """One decoder call: binds ids, mask, positions and the past (plus ``inputs``); advances the state's mask
+        and KV cache; returns the logits and the values of the extra ``outputs``."""
         mask = np.concatenate([state.attention_mask, new_mask.astype(np.int64)], axis=1)
         # left padding: positions count only real tokens
         positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
@@ -123,42 +145,40 @@ class Decoder:
         binding.bind_ortvalue_input(io["attention_mask"], self._value(mask))
         if io.get("position_ids"):
             binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
-        for name, value in zip(self.past_names, state.past):
+        for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
             binding.bind_ortvalue_input(name, value)
-        outputs = [io["logits"], *self.present_names]
-        if prefill:
-            for name, value in zip(self.state_in, state.neuron_stats):
-                binding.bind_ortvalue_input(name, value)
-            outputs += self.state_out + self.handoff_out
-        else:
-            for name, value in zip(self.handoff_in, state.kept):
-                binding.bind_ortvalue_input(name, value)
-        for name, value in (overrides or {}).items():
-            binding.bind_ortvalue_input(name, self._value(value))
-        for name in outputs:
+        for name in [io["logits"], *self.present_names, *outputs]:
             binding.bind_output(name, self.device)
         session.run_with_iobinding(binding)
         values = binding.get_outputs()
         n = len(self.present_names)
         state.attention_mask = mask
         state.past = list(values[1 : 1 + n])
-        if prefill and self.glass:
-            s = len(self.state_out)
-            state.neuron_stats = list(values[1 + n : 1 + n + s])
-            state.kept = list(values[1 + n + s :])
-        return values[0].numpy()
+        return values[0].numpy(), list(values[1 + n :])
+
+    def _overrides(self, overrides: dict | None) -> dict:
+        return {name: self._value(value) for name, value in (overrides or {}).items()}
 
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
-        """Run prompt tokens [batch, n] densely (call again for the next chunk); returns logits [batch, n, vocab]."""
+        """Run prompt tokens [batch, n] densely (call again for the next chunk); returns logits [batch, n, vocab].
+
+        ``overrides`` replaces GLASS defaults for this call (``glass.prior_rank``, ``glass.lam``, ``glass.k``)."""
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        return self._run(self.prefill_session, state, input_ids, mask, prefill=True, overrides=overrides)
+        inputs = {**dict(zip(self.state_in, state.neuron_stats)), **self._overrides(overrides)}
+        logits, values = self._step(self.prefill_session, state, input_ids, mask, inputs,
+                                    self.state_out + self.handoff_out)
+        if self.glass:
+            state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
+        return logits
 
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
         """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
         if self.glass and not state.kept:
             raise GlassError("decode before prefill: run the prompt through prefill first")
-        return self._run(self.decode_session, state, input_ids, np.ones_like(input_ids), prefill=False)
+        logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids),
+                               dict(zip(self.handoff_in, state.kept)))
+        return logits
 
     def kept_neurons(self, state: SequenceState) -> list[np.ndarray]:
         """The kept-neuron indices per layer, [batch, k] each (empty for dense artifacts)."""

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from glass_onnx.runtime.decoder import Decoder
+from glass_onnx.runtime.decoder import open_decoder
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.sampling import Sampler, SamplingConfig
 from glass_onnx.runtime.text import TextCodec
@@ -48,8 +48,8 @@ class GenerationResult:
 class Generator:
     """Generates text from an exported (dense) or compiled (GLASS) artifact directory."""
 
-    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None):
-        self.decoder = Decoder(directory, provider=provider, threads=threads)
+    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None, layout: str = "auto"):
+        self.decoder = open_decoder(directory, provider=provider, threads=threads, layout=layout)
         self.codec = TextCodec(self.decoder.directory, self.decoder.manifest["tokenizer"])
         self.manifest = self.decoder.manifest
 

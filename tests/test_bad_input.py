@@ -146,5 +146,7 @@ def test_mismatched_sessions(capsys, tiny_compiled, tmp_path):
     art2 = copy_artifact(tiny_compiled(method="griffin", sparsity=0.5), tmp_path / "b")
     manifest = json.loads((art2 / "manifest.json").read_text())
     manifest["sessions"]["decode"] = "prefill.onnx"
+    manifest["fast"]["select"] = "compact.onnx"
     (art2 / "manifest.json").write_text(json.dumps(manifest))
+    fails(capsys, "generate", art2, "The sea", "--layout", "reference", expect="sessions are mismatched")
     fails(capsys, "generate", art2, "The sea", expect="sessions are mismatched")

@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 
 from glass_onnx import reference
-from glass_onnx.runtime import Decoder, Generator, load_manifest
+from glass_onnx.runtime import Decoder, Generator, load_manifest, open_decoder
 
 PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])
 
 
-def prefill(artifact, prompt=PROMPT, chunks=1):
-    decoder = Decoder(artifact)
+LAYOUTS = ["reference", "fast"]
+
+
+def prefill(artifact, prompt=PROMPT, chunks=1, layout="reference"):
+    decoder = open_decoder(artifact, layout=layout)
     state = decoder.new_state()
     for part in np.array_split(prompt, chunks, axis=1):
         logits = decoder.prefill(state, part)
@@ -22,10 +25,11 @@ def stats_of(state):
     return np.stack([v.numpy() for v in state.neuron_stats], axis=1)  # [batch, layers, I]
 
 
-def test_sparsity_zero_reproduces_dense_logits(tiny_dense, tiny_compiled):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sparsity_zero_reproduces_dense_logits(tiny_dense, tiny_compiled, layout):
     compiled = tiny_compiled(method="dense", sparsity=0.0)
     dense_dec, dense_state, dense_logits = prefill(tiny_dense)
-    dec, state, logits = prefill(compiled)
+    dec, state, logits = prefill(compiled, layout=layout)
     assert np.abs(logits - dense_logits).max() < 1e-4
     tokens = []
     for _ in range(12):
@@ -38,11 +42,12 @@ def test_sparsity_zero_reproduces_dense_logits(tiny_dense, tiny_compiled):
 
 @pytest.mark.parametrize("method,fusion", [("griffin", "rank"), ("a-glass", "rank"), ("i-glass", "rank"),
                                            ("global-a", "rank"), ("random", "rank"), ("a-glass", "plackett-luce")])
-def test_selection_equals_torch_reference(tiny_compiled, tiny_model, method, fusion):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_selection_equals_torch_reference(tiny_compiled, tiny_model, method, fusion, layout):
     artifact = tiny_compiled(method=method, sparsity=0.5, fusion=fusion)
     glass = load_manifest(artifact)["glass"]
     prior_rank = np.load(artifact / "prior.npz")["rank"]
-    decoder, state, _ = prefill(artifact)
+    decoder, state, _ = prefill(artifact, layout=layout)
     kept = np.stack(decoder.kept_neurons(state), axis=1)[0]  # [layers, k]
     assert kept.shape == (3, glass["k"])
     # 1. the fusion op on ORT's own statistic equals the torch selection exactly
@@ -58,26 +63,28 @@ def test_selection_equals_torch_reference(tiny_compiled, tiny_model, method, fus
         assert len(differ) == 0 or np.allclose(values[0], values[-1], rtol=1e-4), f"layer {layer}: {differ}"
 
 
-def test_chunked_prefill_selects_the_same_neurons(tiny_compiled):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_chunked_prefill_selects_the_same_neurons(tiny_compiled, layout):
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
-    one, state_one, logits_one = prefill(artifact)
-    three, state_three, logits_three = prefill(artifact, chunks=3)
+    one, state_one, logits_one = prefill(artifact, layout=layout)
+    three, state_three, logits_three = prefill(artifact, chunks=3, layout=layout)
     np.testing.assert_allclose(stats_of(state_three), stats_of(state_one), rtol=1e-5)
     assert all(np.array_equal(a, b) for a, b in zip(one.kept_neurons(state_one), three.kept_neurons(state_three)))
     np.testing.assert_allclose(logits_three[:, -1], logits_one[:, -1], atol=1e-4)
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.75])
-def test_sparse_decode_equals_sliced_torch_model(tiny_compiled, tiny_model, sparsity):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sparse_decode_equals_sliced_torch_model(tiny_compiled, tiny_model, sparsity, layout):
     artifact = tiny_compiled(method="griffin", sparsity=sparsity)
-    decoder, state, _ = prefill(artifact)
+    decoder, state, _ = prefill(artifact, layout=layout)
     kept = np.stack(decoder.kept_neurons(state), axis=1)[0]
     continuation = np.array([[8, 9, 10, 300, 301, 5]])
     logits = decoder.decode(state, continuation)  # teacher-forced, several tokens per call
     ref = reference.sparse_continuation_logits(tiny_model, PROMPT[0], continuation[0], kept)
     assert np.abs(logits[0] - ref).max() < 1e-3
     # and one token at a time gives the same
-    decoder2, state2, _ = prefill(artifact)
+    decoder2, state2, _ = prefill(artifact, layout=layout)
     steps = np.concatenate([decoder2.decode(state2, continuation[:, i : i + 1])[0] for i in range(6)])
     assert np.abs(steps - ref).max() < 1e-3
 
@@ -113,11 +120,26 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     assert {f.name for f in decode_model.functions} == {"IndexedSwiGLU"}
     ops = [n.op_type for n in decode_model.graph.node if n.domain == "ai.glass"]
     assert ops == ["IndexedSwiGLU"] * 3
+    fast = load_manifest(artifact)["fast"]
+    for name in (fast["decoder"], fast["select"], fast["compact"]):
+        onnx.checker.check_model(str(artifact / name), full_check=True)
+    decoder_model = onnx.load(artifact / fast["decoder"], load_external_data=False)
+    # the fast decoder holds no FFN weight: they are inputs, read once from the shared weights file
+    assert {i.name for i in decoder_model.graph.input} >= {f"ffn.{l}.{p}" for l in range(3) for p in ("gate", "up", "down")}
+    assert len(fast["ffn_weights"]) == 3 and fast["ffn_weights"][0]["gate"]["shape"] == [64, 96]
 
 
-def test_lam_and_k_can_be_overridden_per_run(tiny_compiled):
+def test_fast_layout_is_the_default_and_matches_the_reference(tiny_compiled):
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
-    decoder = Decoder(artifact)
+    assert type(open_decoder(artifact)).__name__ == "FastDecoder"
+    fast, ref = Generator(artifact), Generator(artifact, layout="reference")
+    assert fast.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens == ref.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lam_and_k_can_be_overridden_per_run(tiny_compiled, layout):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    decoder = open_decoder(artifact, layout=layout)
     state = decoder.new_state()
     decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([10], np.int64), "glass.lam": np.array(1.0, np.float32)})
     kept = decoder.kept_neurons(state)

@@ -1,0 +1,102 @@
+"""The fast session layout of a compiled artifact: one decoder session serves prefill and decode.
+
+The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (memory-mapped from the
+weights file, never copied on the CPU); ``select.onnx`` turns the FFN activations into the running neuron
+statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons' weights
+once, and every decode step binds those. ONNX Runtime prepacks only the constant attention and lm_head weights,
+once, so the FFN weights are held once and decode reads only the compact ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+
+from glass_onnx.runtime.decoder import Decoder, SequenceState, create_session
+from glass_onnx.runtime.manifest import layer_names
+
+
+class FastDecoder(Decoder):
+    """Decoder over the artifact's ``fast`` layout; same calls and results as the reference layout."""
+
+    def _open_sessions(self, threads: int | None) -> None:
+        fast = self.manifest["fast"]
+        io, n = fast["io"], self.model["num_layers"]
+        self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
+        self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
+        self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
+        self.prefill_session = self.decode_session = self.decoder_session
+        self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate", "ffn_up", "ffn_down")]
+        self.full_inputs = [layer_names(io[part], n) for part in ("full_gate", "full_up", "full_down")]
+        self.ffn_z = layer_names(io["ffn_z"], n)
+        self.token_mask = io["token_mask"]
+        self._check_fast_sessions()
+        weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
+        self.full = []  # per layer: gate [H, I], up [H, I], down [I, H], views of the weights file
+        for entry in fast["ffn_weights"]:
+            self.full.append([
+                np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
+                .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")])
+        # the decoder binds them as [1, ...] (one weight set shared by the batch)
+        self.full_values = [[self._value(w[None]) for w in layer] for layer in self.full]
+        self.full_2d = [[self._value(w) for w in layer] for layer in self.full]
+        self.compact_cache: dict[int, list] = {}
+
+    def _check_fast_sessions(self) -> None:
+        """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
+        from glass_onnx.runtime.errors import GlassError
+
+        needs = (
+            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names] + self.past_names, "decoder inputs"),
+            (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
+            (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"),
+            (self.compact_session.get_inputs, [n for names in self.full_inputs for n in names] + self.handoff_out, "compact inputs"),
+        )
+        for listing, names, what in needs:
+            if missing := sorted(set(names) - {v.name for v in listing()})[:3]:
+                raise GlassError(f"the fast layout's {what} lack {missing}; the artifact's sessions are mismatched, compile again")
+
+    def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                overrides: dict | None = None) -> np.ndarray:
+        mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
+        ffn = {name: value for names, layer_values in zip(self.ffn_inputs, zip(*self.full_values))
+               for name, value in zip(names, layer_values)}
+        logits, z = self._step(self.decoder_session, state, input_ids, mask, ffn, self.ffn_z)
+        binding = self.select_session.io_binding()
+        for name, value in [*zip(self.ffn_z, z), *zip(self.state_in, state.neuron_stats),
+                            *self._overrides(overrides).items()]:
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_input(self.token_mask, self._value(mask.astype(np.int64)))
+        for name in self.state_out + self.handoff_out:
+            binding.bind_output(name, self.device)
+        self.select_session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
+        state.compact = None  # the kept sets may have changed
+        return logits
+
+    def _compact(self, state: SequenceState) -> dict:
+        """The kept neurons' weights, gathered once per prompt, as decoder inputs."""
+        binding = self.compact_session.io_binding()
+        for names, values in zip(self.full_inputs, zip(*self.full_2d)):
+            for name, value in zip(names, values):
+                binding.bind_ortvalue_input(name, value)
+        for name, value in zip(self.handoff_out, state.kept):
+            binding.bind_ortvalue_input(name, value)
+        outputs = [name for names in self.ffn_inputs for name in names]
+        for name in outputs:
+            binding.bind_output(name, self.device)
+        self.compact_session.run_with_iobinding(binding)
+        return dict(zip(outputs, binding.get_outputs()))
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        if not state.kept:
+            from glass_onnx.runtime.errors import GlassError
+
+            raise GlassError("decode before prefill: run the prompt through prefill first")
+        if state.compact is None:
+            state.compact = self._compact(state)
+        logits, _ = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), state.compact)
+        return logits
