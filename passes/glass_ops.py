@@ -100,53 +100,57 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
 
 
 @script(glass, default_opset=op)
+def ProjectKept(x, kept, w):
+    """x @ w[:, kept] for each sequence: x [batch, seq, H], kept [batch, k] int64, w [H, I] -> [batch, seq, k].
+
+    Rows of w^T are gathered by neuron (the transpose of a constant weight folds away when the session loads).
+    """
+    rows = op.Gather(op.Transpose(w, perm=[1, 0]), kept, axis=0)
+    return op.MatMul(x, op.Transpose(rows, perm=[0, 2, 1]))
+
+
+@script(glass, default_opset=op)
 def IndexedSwiGLU(x, kept, w_gate, w_up, w_down):
     """SwiGLU FFN over the kept neurons only: down(silu(x W_gate[:, kept]) * (x W_up[:, kept])).
 
     x: [batch, seq, H]; kept: [batch, k] int64; w_gate, w_up: [H, I]; w_down: [I, H]. Equals the dense FFN
-    when kept holds every neuron. Weight rows are gathered by neuron (the transposes of constant weights fold
-    away when the session loads).
+    when kept holds every neuron.
     """
-    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
-    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
-    down_rows = op.Gather(w_down, kept, axis=0)
-    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
-    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
-    return op.MatMul(gate * op.Sigmoid(gate) * up, down_rows)
+    gate = ProjectKept(x, kept, w_gate)
+    return op.MatMul(gate * op.Sigmoid(gate) * ProjectKept(x, kept, w_up), op.Gather(w_down, kept, axis=0))
 
 
 @script(glass, default_opset=op)
 def IndexedGeGLU(x, kept, w_gate, w_up, w_down):
     """GeGLU FFN (tanh-approximated GELU, as Gemma) over the kept neurons only; shapes as IndexedSwiGLU."""
-    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
-    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
-    down_rows = op.Gather(w_down, kept, axis=0)
-    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
-    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
-    return op.MatMul(op.Gelu(gate, approximate="tanh") * up, down_rows)
+    gate = op.Gelu(ProjectKept(x, kept, w_gate), approximate="tanh")
+    return op.MatMul(gate * ProjectKept(x, kept, w_up), op.Gather(w_down, kept, axis=0))
 
 
 @script(glass, default_opset=op)
 def IndexedGeGLUErf(x, kept, w_gate, w_up, w_down):
     """GeGLU FFN (exact erf GELU) over the kept neurons only; shapes as IndexedSwiGLU."""
-    gate_rows = op.Gather(op.Transpose(w_gate, perm=[1, 0]), kept, axis=0)
-    up_rows = op.Gather(op.Transpose(w_up, perm=[1, 0]), kept, axis=0)
-    down_rows = op.Gather(w_down, kept, axis=0)
-    gate = op.MatMul(x, op.Transpose(gate_rows, perm=[0, 2, 1]))
-    up = op.MatMul(x, op.Transpose(up_rows, perm=[0, 2, 1]))
-    return op.MatMul(op.Gelu(gate) * up, down_rows)
+    gate = op.Gelu(ProjectKept(x, kept, w_gate))
+    return op.MatMul(gate * ProjectKept(x, kept, w_up), op.Gather(w_down, kept, axis=0))
 
 
 INDEXED_FFN = {"silu": IndexedSwiGLU, "gelu_tanh": IndexedGeGLU, "gelu": IndexedGeGLUErf}
 FUSIONS = {"rank": FuseNeuronRanking, "plackett-luce": FuseNeuronRankingPL}
 
 
+def function_protos(function) -> list:
+    """The FunctionProto of an ai.glass function, preceded by those of the ai.glass functions it calls."""
+    proto = function.to_function_proto()
+    called = [globals()[n.op_type] for n in proto.node if n.domain == DOMAIN]
+    found = [p for f in dict.fromkeys(called) for p in function_protos(f)]
+    return list({p.name: p for p in [*found, proto]}.values())
+
+
 def add_function(model: ir.Model, function) -> str:
-    """Attach an ai.glass function to the model (once) and return its op type."""
+    """Attach an ai.glass function, and the ai.glass functions it calls, to the model (once); return its op type."""
     model.opset_imports.setdefault(DOMAIN, VERSION)
-    key = (DOMAIN, function.name, "")
-    if key not in model.functions:
-        model.functions[key] = ir.serde.deserialize_function(function.to_function_proto())
+    for proto in function_protos(function):
+        model.functions.setdefault((DOMAIN, proto.name, ""), ir.serde.deserialize_function(proto))
     return function.name
 
 

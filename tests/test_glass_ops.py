@@ -20,7 +20,7 @@ def run_function(function, *arrays, out=np.float32, rank=2):
         [helper.make_tensor_value_info("out", DTYPES[out], [None] * rank)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid(glass_ops.DOMAIN, 1)],
-                              functions=[function.to_function_proto()])
+                              functions=glass_ops.function_protos(function))
     onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, dict(zip(names, arrays)))[0]
