@@ -64,6 +64,12 @@ class Generator:
             chat = bool(self.manifest["tokenizer"].get("instruct")) and self.codec.chat_template is not None
         return self.codec.encode(prompt, chat=chat)
 
+    def _text(self, tokens: list[int], stop_strings: tuple[str, ...]) -> tuple[str, str | None]:
+        """The text of ``tokens``, cut before the first stop string, and that stop string (or None)."""
+        text = self.codec.decode(tokens)
+        hit = min(((text.index(s), s) for s in stop_strings if s in text), default=None)
+        return (text[: hit[0]], hit[1]) if hit else (text, None)
+
     def generate(
         self,
         prompt_ids: list[int],
@@ -96,35 +102,30 @@ class Generator:
         token = sampler(logits[0, -1])
         t_first = time.perf_counter()
 
-        tokens = [token]
-        emitted = ""
-        stop_reason = "length"
+        tokens, emitted, stop_reason = [token], "", "length"
         while True:
             if token in eos:
                 tokens.pop()  # the EOS id is a stop marker, not text
                 stop_reason = "eos"
                 break
-            text = self.codec.decode(tokens)
-            hit = next((s for s in stop_strings if s in text), None)
-            if hit is not None:
-                text = text[: text.index(hit)]
-                stop_reason = "stop_string"
-            # hold back an incomplete UTF-8 sequence and anything that may still become a stop string
-            safe = text if hit else _stable_prefix(text, stop_strings)
-            if on_text and len(safe) > len(emitted):
-                on_text(safe[len(emitted):])
-                emitted = safe
-            if hit is not None or len(tokens) >= max_new_tokens:
+            if on_text or stop_strings:  # otherwise the loop never detokenizes: decode speed is measured here
+                text, hit = self._text(tokens, stop_strings)
+                # hold back an incomplete UTF-8 sequence and anything that may still become a stop string
+                safe = text if hit else _stable_prefix(text, stop_strings)
+                if on_text and len(safe) > len(emitted):
+                    on_text(safe[len(emitted):])
+                    emitted = safe
+                if hit:
+                    stop_reason = "stop_string"
+                    break
+            if len(tokens) >= max_new_tokens:
                 break
             logits = decoder.decode(state, np.asarray([[token]], dtype=np.int64))
             token = sampler(logits[0, -1])
             tokens.append(token)
         t_last = time.perf_counter()
 
-        text = self.codec.decode(tokens)
-        if stop_reason == "stop_string":
-            hit = next(s for s in stop_strings if s in text)
-            text = text[: text.index(hit)]
+        text, _ = self._text(tokens, stop_strings)
         if on_text and len(text) > len(emitted):
             on_text(text[len(emitted):])
         return GenerationResult(
