@@ -130,3 +130,20 @@ def test_at_least_100_eval_prompts_per_bucket(real):
     assert all(len(test[str(b)]) >= 100 for b in BUCKETS)
     if codec.chat_template and load_manifest(real["dense"])["tokenizer"]["instruct"]:
         assert len(chat_prompts(lambda t: codec.encode(t, chat=True), "test")) >= 100
+
+
+def test_fast_layout_matches_the_reference_layout(real):
+    from glass_onnx.runtime import open_decoder
+
+    artifact = compiled(real, method="a-glass", sparsity=0.5)
+    fast, ref = open_decoder(artifact, threads=2), open_decoder(artifact, layout="reference", threads=2)
+    assert type(fast).__name__ == "FastDecoder"
+    ids = np.array([prompt_ids(real)])
+    s_fast, s_ref = fast.new_state(), ref.new_state()
+    a, b = fast.prefill(s_fast, ids), ref.prefill(s_ref, ids)
+    assert np.abs(a - b).max() < 1e-3
+    assert sum(len(np.setxor1d(x, y)) for x, y in zip(fast.kept_neurons(s_fast), ref.kept_neurons(s_ref))) <= 2
+    for _ in range(8):
+        token = np.array([[int(np.argmax(b[0, -1]))]])
+        a, b = fast.decode(s_fast, token), ref.decode(s_ref, token)
+        assert np.abs(a - b).max() < 1e-3
