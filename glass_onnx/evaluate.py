@@ -233,10 +233,9 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
 
 def free_running_samples(evaluator: Evaluator, codec, prompts, grid, log, n_prompts: int = 3, tokens: int = 48) -> str:
     """Greedy free-running generations for a few prompts, one per method at the most common sparsity."""
-    from collections import Counter
-
-    sparsity = Counter(c.sparsity for c in grid if c.method != "dense").most_common(1)
-    shown = [c for c in grid if c.method == "dense" or (sparsity and c.sparsity == sparsity[0][0])]
+    sparsities = sorted({c.sparsity for c in grid if c.method != "dense"})
+    sparsity = 0.5 if 0.5 in sparsities else (sparsities[len(sparsities) // 2] if sparsities else None)
+    shown = [c for c in grid if c.method == "dense" or c.sparsity == sparsity]
     picks = [p for p in prompts if p.bucket in ("16", "chat", "file")][:n_prompts] or prompts[:n_prompts]
     lines = []
     for p in picks:
