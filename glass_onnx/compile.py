@@ -155,12 +155,37 @@ def _fast_layout(saved_prefill, ffn_weights: list[dict]) -> dict:
     }
 
 
-def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
-    import onnx
+def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, lam: float, k: int, fusion: str,
+                 genai: bool) -> tuple[dict, list[dict]]:
+    """Every graph of a compiled artifact, by file name, from the dense graph; and the FFN weights the fast
+    decoder takes as inputs (per layer), which the caller records in the manifest."""
     import onnx_ir as ir
 
     from glass_onnx.passes import (FFNWeightsAsInputsPass, build_compact_model, build_select_model, decode_pipeline,
-                                   fast_decoder_pipeline, io_names, prefill_pipeline)
+                                   fast_decoder_pipeline, prefill_pipeline)
+
+    graphs = {PREFILL: ir.load(dense_graph), DECODE: ir.load(dense_graph), FAST_DECODER: ir.load(dense_graph)}
+    prefill_pipeline(prior_rank, lam, k, fusion)(graphs[PREFILL])
+    decode_pipeline()(graphs[DECODE])
+    to_inputs = FFNWeightsAsInputsPass()
+    fast_decoder_pipeline(to_inputs)(graphs[FAST_DECODER])
+    graphs[SELECT] = build_select_model(prior_rank, lam, k, fusion)
+    graphs[COMPACT] = build_compact_model(model_info["num_layers"], model_info["hidden_size"],
+                                          model_info["intermediate_size"])
+    if genai:
+        from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
+
+        graphs[GENAI_PREFILL], graphs[GENAI_DECODE] = ir.load(dense_graph), ir.load(dense_graph)
+        prefill_pipeline(prior_rank, lam, k, fusion, default_stats=True)(graphs[GENAI_PREFILL])
+        decode_pipeline()(graphs[GENAI_DECODE])
+        GenaiKeptHandoffPass()(graphs[GENAI_DECODE])
+    return graphs, to_inputs.weights
+
+
+def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
+    import onnx
+
+    from glass_onnx.passes import io_names
     from glass_onnx.shared_weights import save_sharing_weights
 
     method = get_method(options.method)
@@ -182,27 +207,8 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
 
     log(f"compiling {method.name}: keep {k}/{model_info['intermediate_size']} neurons per layer, lam={lam}, "
         f"fusion={options.fusion}")
-    prefill = ir.load(dense / manifest["sessions"]["prefill"])
-    decode = ir.load(dense / manifest["sessions"]["decode"])
-    prefill_pipeline(prior_rank, lam, k, options.fusion)(prefill)
-    decode_pipeline()(decode)
-    graphs = {PREFILL: prefill, DECODE: decode}
-    fast_decoder = ir.load(dense / manifest["sessions"]["decode"])
-    to_inputs = FFNWeightsAsInputsPass()
-    fast_decoder_pipeline(to_inputs)(fast_decoder)
-    graphs[FAST_DECODER] = fast_decoder
-    graphs[SELECT] = build_select_model(prior_rank, lam, k, options.fusion)
-    graphs[COMPACT] = build_compact_model(model_info["num_layers"], model_info["hidden_size"],
-                                          model_info["intermediate_size"])
-    if options.genai:
-        from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
-
-        genai_prefill = ir.load(dense / manifest["sessions"]["prefill"])
-        prefill_pipeline(prior_rank, lam, k, options.fusion, default_stats=True)(genai_prefill)
-        genai_decode = ir.load(dense / manifest["sessions"]["decode"])
-        decode_pipeline()(genai_decode)
-        GenaiKeptHandoffPass()(genai_decode)
-        graphs[GENAI_PREFILL], graphs[GENAI_DECODE] = genai_prefill, genai_decode
+    graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
+                                       options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
         save_sharing_weights(graphs, tmp, WEIGHTS)
         if options.genai:
@@ -215,7 +221,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
-        fast = _fast_layout(prefill, to_inputs.weights)
+        fast = _fast_layout(graphs[PREFILL], ffn_weights)
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io")},
             "kind": "glass",
