@@ -11,11 +11,12 @@ import sys
 
 import numpy as np
 
-from glass_onnx.runtime import Decoder, Generator, GlassError
+from glass_onnx.runtime import Generator, GlassError, open_decoder
 
 
-def parity(artifact: str, provider: str, steps: int = 16) -> dict:
-    cpu, other = Decoder(artifact, provider="cpu"), Decoder(artifact, provider=provider)
+def parity(artifact: str, provider: str, layout: str, steps: int = 16) -> dict:
+    cpu = open_decoder(artifact, provider="cpu", layout=layout)
+    other = open_decoder(artifact, provider=provider, layout=layout)
     generator = Generator(artifact, provider="cpu")
     ids = np.array([generator.encode("Write a short story about a lighthouse.")])
     a, b = cpu.new_state(), other.new_state()
@@ -28,7 +29,8 @@ def parity(artifact: str, provider: str, steps: int = 16) -> dict:
         same_tokens &= ta == tb
         la, lb = cpu.decode(a, np.array([[ta]])), other.decode(b, np.array([[ta]]))
         worst = max(worst, float(np.abs(la - lb).max()))
-    return {"artifact": artifact, "provider": provider, "max_abs_logit_diff": worst, "same_kept_neurons": same_kept,
+    return {"artifact": artifact, "provider": provider, "layout": type(cpu).__name__, "max_abs_logit_diff": worst,
+            "same_kept_neurons": same_kept,
             "same_greedy_tokens": same_tokens}
 
 
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--provider", default="cuda")
     args = parser.parse_args(argv)
     try:
-        results = [parity(a, args.provider) for a in args.artifacts]
+        results = [parity(a, args.provider, layout) for a in args.artifacts for layout in ("auto", "reference")]
     except GlassError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

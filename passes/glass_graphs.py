@@ -65,20 +65,23 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
 
 
 def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
-    """Inputs ffn_full.{l}.gate|up [H, I], ffn_full.{l}.down [I, H], kept_neurons.{l}; outputs the compact
-    ffn.{l}.gate|up [batch, H, k] and ffn.{l}.down [batch, k, H] that the decoder binds for decode."""
+    """Inputs ffn_full.{l}.gate|up [1, H, I], ffn_full.{l}.down [1, I, H] (the same tensors the decoder binds for
+    prefill), kept_neurons.{l}; outputs the compact ffn.{l}.gate|up [batch, H, k] and ffn.{l}.down [batch, k, H]
+    that the decoder binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     graph = ir.Graph([], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
     tape = ir.tape.Tape(graph)
+    axis = tape.initializer(ir.tensor(np.array([0], np.int64), name="glass.squeeze_axis"))
     for layer in range(layers):
-        full = [_value(FULL_GATE.format(layer=layer), F, [hidden, size]),
-                _value(FULL_UP.format(layer=layer), F, [hidden, size]),
-                _value(FULL_DOWN.format(layer=layer), F, [size, hidden])]
+        full = [_value(FULL_GATE.format(layer=layer), F, [1, hidden, size]),
+                _value(FULL_UP.format(layer=layer), F, [1, hidden, size]),
+                _value(FULL_DOWN.format(layer=layer), F, [1, size, hidden])]
+        weights = [tape.op("Squeeze", [w, axis]) for w in full]
         kept = _value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
         outs = [_value(FFN_GATE.format(layer=layer), F, ["batch", hidden, "kept"]),
                 _value(FFN_UP.format(layer=layer), F, ["batch", hidden, "kept"]),
                 _value(FFN_DOWN.format(layer=layer), F, ["batch", "kept", hidden])]
-        tape.op_multi_out("GatherKeptWeights", [*full, kept], domain=glass_ops.DOMAIN, outputs=outs,
+        tape.op_multi_out("GatherKeptWeights", [*weights, kept], domain=glass_ops.DOMAIN, outputs=outs,
                           name=f"glass/layers.{layer}/GatherKeptWeights")
         graph.inputs.extend([*full, kept])
         graph.outputs.extend(outs)

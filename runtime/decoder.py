@@ -172,10 +172,13 @@ class Decoder:
             state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
         return logits
 
-    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
-        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+    def _require_prefill(self, state: SequenceState) -> None:
         if self.glass and not state.kept:
             raise GlassError("decode before prefill: run the prompt through prefill first")
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+        self._require_prefill(state)
         logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids),
                                dict(zip(self.handoff_in, state.kept)))
         return logits

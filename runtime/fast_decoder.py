@@ -39,10 +39,8 @@ class FastDecoder(Decoder):
             self.full.append([
                 np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
                 .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")])
-        # the decoder binds them as [1, ...] (one weight set shared by the batch)
+        # bound as [1, ...] (one weight set shared by the batch) to the decoder for prefill and to compact.onnx
         self.full_values = [[self._value(w[None]) for w in layer] for layer in self.full]
-        self.full_2d = [[self._value(w) for w in layer] for layer in self.full]
-        self.compact_cache: dict[int, list] = {}
 
     def _check_fast_sessions(self) -> None:
         """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
@@ -80,7 +78,7 @@ class FastDecoder(Decoder):
     def _compact(self, state: SequenceState) -> dict:
         """The kept neurons' weights, gathered once per prompt, as decoder inputs."""
         binding = self.compact_session.io_binding()
-        for names, values in zip(self.full_inputs, zip(*self.full_2d)):
+        for names, values in zip(self.full_inputs, zip(*self.full_values)):
             for name, value in zip(names, values):
                 binding.bind_ortvalue_input(name, value)
         for name, value in zip(self.handoff_out, state.kept):
@@ -92,10 +90,7 @@ class FastDecoder(Decoder):
         return dict(zip(outputs, binding.get_outputs()))
 
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
-        if not state.kept:
-            from glass_onnx.runtime.errors import GlassError
-
-            raise GlassError("decode before prefill: run the prompt through prefill first")
+        self._require_prefill(state)
         if state.compact is None:
             state.compact = self._compact(state)
         logits, _ = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), state.compact)
