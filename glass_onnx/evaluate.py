@@ -11,7 +11,6 @@ method and sparsity: the prior ranks, lam and k are overridable prefill inputs.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from glass_onnx.metrics import jaccard, summarise, token_metrics
 from glass_onnx.methods import get_method
+from glass_onnx.passes.io_names import KEEP, LAM, PRIOR_RANK
 from glass_onnx.runtime.decoder import Decoder
 from glass_onnx.runtime.errors import GlassError
 
@@ -72,7 +72,7 @@ class Evaluator:
         self.priors = priors  # method prior name -> ranks [layers, I]
         self.gen_len = gen_len
         model = self.dense.model
-        self.size = model["intermediate_size"]
+        self.size, self.layers = model["intermediate_size"], model["num_layers"]
         self.eos = set(self.dense.manifest["tokenizer"].get("eos_token_ids") or [])
         self.pad = next(iter(self.eos), 0)
         vocab = model["vocab_size"]
@@ -106,6 +106,15 @@ class Evaluator:
         # right padding after EOS needs no mask: causal attention never looks ahead
         return decoder.decode(state, tokens[:, :-1]), kept
 
+    def keep(self, config: Config) -> int:
+        return round((1 - config.sparsity) * self.size)
+
+    def overrides(self, config: Config) -> dict:
+        """The prefill inputs that turn the one compiled artifact into this configuration."""
+        method = get_method(config.method)
+        prior = self.priors[method.prior] if method.prior else np.zeros((self.layers, self.size), np.float32)
+        return {PRIOR_RANK: prior, LAM: np.array(config.lam, np.float32), KEEP: np.array([self.keep(config)], np.int64)}
+
     # -- one batch ----------------------------------------------------------------------------------------
     def run_batch(self, prompts, grid: list[Config]) -> dict:
         tokens, live = self.continuation(prompts)
@@ -114,13 +123,8 @@ class Evaluator:
         results = {}
         oracle = {}
         for config in grid:
-            k = round((1 - config.sparsity) * self.size)
-            decoder = self.sparse[config.fusion]
-            method = get_method(config.method)
-            prior = self.priors[method.prior] if method.prior else np.zeros((len(decoder.handoff_out), self.size), np.float32)
-            overrides = {"glass.prior_rank": prior, "glass.lam": np.array(config.lam, np.float32),
-                         "glass.k": np.array([k], np.int64)}
-            logits, kept = self._teacher_forced(decoder, prompts, tokens, overrides)
+            k = self.keep(config)
+            logits, kept = self._teacher_forced(self.sparse[config.fusion], prompts, tokens, self.overrides(config))
             if k not in oracle:
                 oracle[k] = self.oracle_sets(prompts, tokens, live, k)
             per_prompt = []
@@ -137,9 +141,7 @@ class Evaluator:
         ids, mask = _pad_left(seqs, self.pad)
         decoder = self.sparse["rank"] if "rank" in self.sparse else next(iter(self.sparse.values()))
         state = decoder.new_state(len(prompts))
-        zero = np.zeros((len(decoder.handoff_out), self.size), np.float32)
-        decoder.prefill(state, ids, mask, overrides={"glass.prior_rank": zero, "glass.lam": np.array(1.0, np.float32),
-                                                     "glass.k": np.array([k], np.int64)})
+        decoder.prefill(state, ids, mask, overrides=self.overrides(Config("griffin", 1 - k / self.size, 1.0)))
         return decoder.kept_neurons(state)
 
 
@@ -245,12 +247,7 @@ def free_running_samples(evaluator: Evaluator, codec, prompts, grid, log, n_prom
             if config.method == "dense":
                 decoder, overrides = evaluator.dense, None
             else:
-                decoder = evaluator.sparse[config.fusion]
-                method = get_method(config.method)
-                prior = evaluator.priors[method.prior] if method.prior else np.zeros((len(decoder.handoff_out), evaluator.size), np.float32)
-                k = round((1 - config.sparsity) * evaluator.size)
-                overrides = {"glass.prior_rank": prior, "glass.lam": np.array(config.lam, np.float32),
-                             "glass.k": np.array([k], np.int64)}
+                decoder, overrides = evaluator.sparse[config.fusion], evaluator.overrides(config)
             state = decoder.new_state()
             logits = decoder.prefill(state, np.array([p.ids]), overrides=overrides)
             out = []

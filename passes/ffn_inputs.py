@@ -10,6 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
+from glass_onnx.passes.io_names import tensor_value
 
 FFN_GATE = "ffn.{layer}.gate"  # [ffn_batch, H, width]: ffn_batch 1 (shared) or batch (one set per sequence)
 FFN_UP = "ffn.{layer}.up"  # [ffn_batch, H, width]
@@ -39,7 +40,7 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
             removed = {}
             for template, weight in ((FFN_GATE, ffn.w_gate), (FFN_UP, ffn.w_up), (FFN_DOWN, ffn.w_down)):
                 name = template.format(layer=ffn.layer)
-                value = ir.Value(name=name, type=ir.TensorType(weight.dtype), shape=ir.Shape(shapes[template]))
+                value = tensor_value(name, weight.dtype, shapes[template])
                 graph.inputs.append(value)
                 ir.convenience.replace_all_uses_with(weight, value)
                 removed[template] = weight

@@ -6,7 +6,7 @@ import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
-from glass_onnx.passes.io_names import KEPT_NEURONS
+from glass_onnx.passes.io_names import KEPT_NEURONS, tensor_value
 
 
 class IndexedFFNPass(ir.passes.InPlacePass):
@@ -22,8 +22,7 @@ class IndexedFFNPass(ir.passes.InPlacePass):
         batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else "batch"
         for ffn in find_gated_ffns(graph):
             op_type = glass_ops.add_function(model, glass_ops.INDEXED_FFN[ffn.activation])
-            kept = ir.Value(name=KEPT_NEURONS.format(layer=ffn.layer), type=ir.TensorType(ir.DataType.INT64),
-                            shape=ir.Shape([batch, "kept"]))
+            kept = tensor_value(KEPT_NEURONS.format(layer=ffn.layer), ir.DataType.INT64, [batch, "kept"])
             graph.inputs.append(kept)
             node = ir.node(op_type, [ffn.x, kept, ffn.w_gate, ffn.w_up, ffn.w_down], domain=glass_ops.DOMAIN,
                            name=f"glass/layers.{ffn.layer}/{op_type}",

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
-from glass_onnx.passes.io_names import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
+from glass_onnx.passes.io_names import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK, tensor_value
 from glass_onnx.runtime.errors import GlassError
 
 
@@ -47,8 +47,7 @@ class SelectNeuronsPass(ir.passes.InPlacePass):
         for layer, present in enumerate(stats):
             index = tape.initializer(ir.tensor(np.array(layer, dtype=np.int64), name=f"glass.layer.{layer}"))
             layer_prior = tape.op("Gather", [prior, index], attributes={"axis": 0})
-            kept = ir.Value(name=KEPT_NEURONS.format(layer=layer), type=ir.TensorType(ir.DataType.INT64),
-                            shape=ir.Shape([batch, "kept"]))
+            kept = tensor_value(KEPT_NEURONS.format(layer=layer), ir.DataType.INT64, [batch, "kept"])
             tape.op_multi_out(op_type, [present, layer_prior, lam, k], domain=glass_ops.DOMAIN, outputs=[kept],
                               name=f"glass/layers.{layer}/{op_type}")
             graph.outputs.append(kept)

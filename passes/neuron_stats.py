@@ -7,11 +7,7 @@ import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
-from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS
-
-
-def _tensor_value(name: str, dtype: ir.DataType, dims: list) -> ir.Value:
-    return ir.Value(name=name, type=ir.TensorType(dtype), shape=ir.Shape(dims))
+from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS, tensor_value
 
 
 class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
@@ -46,8 +42,8 @@ class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
         batch = inputs[self.input_ids].shape[0]
         for ffn in ffns:
             size = ffn.intermediate_size
-            past = _tensor_value(PAST_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
-            present = _tensor_value(PRESENT_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
+            past = tensor_value(PAST_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
+            present = tensor_value(PRESENT_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])
             if self.default_zeros:
                 past.const_value = ir.tensor(np.zeros((1, size), np.float32), name=past.name)
                 graph.register_initializer(past)

@@ -49,10 +49,6 @@ class SequenceState:
     kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
     compact: dict | None = None  # fast layout: the kept neurons' FFN weights, gathered once per prompt
 
-    @property
-    def length(self) -> int:
-        return self.attention_mask.shape[1]
-
 
 def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
                  layout: str = "auto") -> "Decoder":
@@ -65,17 +61,18 @@ def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | No
     if layout != "reference" and "fast" in manifest:
         from glass_onnx.runtime.fast_decoder import FastDecoder
 
-        return FastDecoder(directory, provider, threads)
-    return Decoder(directory, provider, threads)
+        return FastDecoder(directory, provider, threads, manifest)
+    return Decoder(directory, provider, threads, manifest)
 
 
 class Decoder:
     """Loads an artifact directory and runs its prefill and decode sessions over a SequenceState
     (the reference layout: prefill.onnx with the GLASS selection inside, decode.onnx with indexed FFNs)."""
 
-    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None):
+    def __init__(self, directory: str | Path, provider: str = "cpu", threads: int | None = None,
+                 manifest: dict | None = None):
         self.directory = Path(directory)
-        self.manifest = load_manifest(self.directory)
+        self.manifest = manifest or load_manifest(self.directory)  # checking hashes the graphs: do it once
         self.provider = provider
         self.device = "cuda" if provider == "cuda" else "cpu"
         m = self.manifest

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnxruntime as ort
 
 from glass_onnx.runtime.decoder import Decoder, SequenceState, create_session
+from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import layer_names
 
 
@@ -44,8 +44,6 @@ class FastDecoder(Decoder):
 
     def _check_fast_sessions(self) -> None:
         """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
-        from glass_onnx.runtime.errors import GlassError
-
         needs = (
             (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names] + self.past_names, "decoder inputs"),
             (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
