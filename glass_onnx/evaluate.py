@@ -163,7 +163,7 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
     from glass_onnx.eval_prompts import file_prompts, load_prompts
     from glass_onnx.eval_report import write_report
     from glass_onnx.models import CATALOG
-    from glass_onnx.priors import random_prior, ranks
+    from glass_onnx.priors import ranks
     from glass_onnx.runtime.manifest import load_manifest
     from glass_onnx.runtime.text import TextCodec
 
@@ -191,16 +191,11 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
         raise GlassError(f"{len(too_long)} prompt(s) + --gen-len exceed the model's context; shorten them")
 
     with atomic_directory(output, force=force) as tmp:
-        layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
         priors = {}
-        needed = {get_method(c.method).prior for c in grid} - {None}
-        for kind in needed:
-            if kind == "random":
-                priors[kind] = ranks(random_prior(layers, size, 0))
-                continue
-            method = get_method("a-glass" if kind == "activation" else "i-glass")
+        # one method per prior kind, so each prior is computed (or read from the cache) as compile does it
+        for method in {get_method(c.method).prior: get_method(c.method) for c in grid if get_method(c.method).prior}.values():
             values, _ = global_prior(dense, manifest, source, method, CompileOptions(prior_samples=samples), log)
-            priors[kind] = ranks(values)
+            priors[method.prior] = ranks(values)
         artifacts = {}
         for fusion in sorted({c.fusion for c in grid} | {"rank"}):
             artifacts[fusion] = compile_model(str(dense), tmp / "artifacts" / fusion,

@@ -44,7 +44,7 @@ def test_eval_smoke(tiny_dense, tmp_path):
     from glass_onnx.evaluate import run_eval
 
     out = tmp_path / "eval"
-    run_eval(str(tiny_dense), out, ["dense", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
+    run_eval(str(tiny_dense), out, ["dense", "random", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
              False, log=lambda *_: None)
     result = json.loads((out / "results.json").read_text())
     dense = next(r for r in result["results"] if r["method"] == "dense")
