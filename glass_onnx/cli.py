@@ -20,7 +20,7 @@ def _threads(value: str) -> int:
 def cmd_export(args) -> None:
     from glass_onnx.export import export_dense
 
-    out = export_dense(args.model, args.output, force=args.force, log=_log)
+    out = export_dense(args.model, args.output, force=args.force, attention=args.attention, log=_log)
     _log(f"wrote {out}")
 
 
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name (smollm2-135m, gemma3-270m), HF directory, .gguf file or hub id")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
+                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster; onnx: standard "
+                        "opset-23 ops only, for runtimes other than ONNX Runtime")
     p.set_defaults(func=cmd_export)
 
     from glass_onnx.methods import METHODS

@@ -60,25 +60,33 @@ def _source_key(source) -> str:
     path = Path(source.path)
     stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
         [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
-    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers")])
+    from glass_onnx.export import REVISION
+
+    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers"),
+                      REVISION])
     name = source.recipe.name if source.recipe else Path(source.path).stem
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
     return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def dense_artifact(spec: str, log=print) -> tuple[Path, object | None]:
-    """A dense artifact for ``spec``: the directory itself if it is one, else a cached export."""
+def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, object | None]:
+    """A dense artifact for ``spec``: the directory itself if it is one, else a cached export (``attention``: the
+    export's attention form, see export.py)."""
     from glass_onnx.export import export_dense
     from glass_onnx.sources import resolve
 
     if Path(spec).is_dir() and (Path(spec) / "manifest.json").exists():
-        if load_manifest(spec)["kind"] != "dense":
+        manifest = load_manifest(spec)
+        if manifest["kind"] != "dense":
             raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
+        if attention == "onnx" and manifest.get("attention") == "GroupQueryAttention":
+            raise GlassError(f"'{spec}' runs attention as GroupQueryAttention, which takes multi-token steps on "
+                             "batch 1 only; pass the model itself, or a dense export made with --attention onnx")
         return Path(spec), None
     source = resolve(spec)
-    directory = cache_dir() / "exports" / _source_key(source)
+    directory = cache_dir() / "exports" / (_source_key(source) + ("-onnx-attention" if attention == "onnx" else ""))
     if not (directory / "manifest.json").exists():
-        export_dense(spec, directory, force=True, log=log)
+        export_dense(spec, directory, force=True, attention=attention, log=log)
     else:
         log(f"using the cached dense export {directory}")
     return directory, source
@@ -223,7 +231,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
         fast = _fast_layout(graphs[PREFILL], ffn_weights)
         write_manifest(tmp, {
-            **{key: manifest[key] for key in ("model", "tokenizer", "io")},
+            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention") if key in manifest},
             "kind": "glass",
             "sessions": {"prefill": PREFILL, "decode": DECODE},
             "glass": {

@@ -176,7 +176,8 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
     if output.exists() and not force:
         raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
     started = time.perf_counter()
-    dense, source = dense_artifact(model, log)
+    # teacher forcing runs batches of multi-token steps: the standard attention ops take them, GroupQueryAttention not
+    dense, source = dense_artifact(model, log, attention="onnx")
     manifest = load_manifest(dense)
     recipe = CATALOG.get(manifest["model"]["id"])
     default_lam = recipe.default_lam if recipe else 0.5

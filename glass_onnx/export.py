@@ -3,6 +3,9 @@
 Front end choice (see README): torch.onnx.export(dynamo=True) at opset 23. It follows the model's own
 transformers code, so any supported architecture exports the same way, and opset 23 keeps attention, RMSNorm
 and rotary embeddings as single standard ops (Attention, RMSNormalization, RotaryEmbedding) that every EP runs.
+By default each layer's attention and KV-cache update then become one ONNX Runtime GroupQueryAttention node
+(``attention="ort"``, passes/group_query_attention.py): it takes a small model's decode step from ~1300 nodes to
+~600 and makes it ~10 % faster; ``attention="onnx"`` keeps the standard ops only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from glass_onnx.artifact import atomic_directory, versions
 from glass_onnx.runtime.manifest import write_manifest
 
 OPSET = 23
+ATTENTION = ("ort", "onnx")
+REVISION = 2  # bumped when the exported graph changes; part of the export cache key
 GRAPH = "model.onnx"
 WEIGHTS = "model.onnx.data"
 IO = {
@@ -75,7 +80,7 @@ def _decoder_with_cache(model):
     return DecoderWithCache().eval()
 
 
-def export_onnx(model, path: Path, log=print) -> None:
+def export_onnx(model, path: Path, attention: str = "ort", log=print) -> None:
     """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past."""
     import torch
 
@@ -111,9 +116,9 @@ def export_onnx(model, path: Path, log=print) -> None:
             optimize=True,
             verbose=False,
         )
-    from glass_onnx.passes import NameDynamicDimsPass
+    from glass_onnx.passes import dense_pipeline
 
-    NameDynamicDimsPass()(program.model)
+    dense_pipeline(attention)(program.model)
     program.save(str(path), external_data=True)
     produced = Path(str(path) + ".data")
     if produced.name != WEIGHTS and produced.exists():
@@ -153,15 +158,18 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def export_dense(spec: str, output: str | Path, force: bool = False, log=print) -> Path:
+def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort", log=print) -> Path:
     """`glass-onnx export`: load the model, export it, and write a complete dense artifact directory."""
+    from glass_onnx.runtime.errors import GlassError
     from glass_onnx.sources import load_model, resolve
 
+    if attention not in ATTENTION:
+        raise GlassError(f"unknown attention form '{attention}'; choose {' or '.join(ATTENTION)}")
     source = resolve(spec)
     log(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
     with atomic_directory(output, force=force) as tmp:
-        export_onnx(model, tmp / GRAPH, log=log)
+        export_onnx(model, tmp / GRAPH, attention=attention, log=log)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
         tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
         tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
@@ -171,6 +179,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, log=print) 
             "tokenizer": tokenizer_info,
             "sessions": {"prefill": GRAPH, "decode": GRAPH},
             "io": IO,
+            "attention": "GroupQueryAttention" if attention == "ort" else "Attention",
             "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
         })
     return Path(output)

@@ -8,9 +8,10 @@ from pathlib import Path
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest
 
-# Contrib (com.microsoft) ops a compiled graph may contain: each has CPU, CUDA and DirectML kernels.
-# Empty today: the exporter at opset 23 and the ai.glass functions use standard ONNX ops only.
-PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset()
+# Contrib (com.microsoft) ops a compiled graph may contain: each has CPU, CUDA, DirectML and WebGPU kernels in
+# every full ONNX Runtime build, so every binding (Python, C#, C++, Java, JS/Node) runs it. The export's
+# attention="onnx" form avoids them for other runtimes.
+PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention"})
 
 
 def _shape(value_info) -> str:

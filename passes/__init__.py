@@ -1,10 +1,10 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
-Exports the passes (``NameDynamicDimsPass``, ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``,
-``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the
-pipelines that compose them (``prefill_pipeline``, ``decode_pipeline``, ``fast_decoder_pipeline``), the builders
-of the fast layout's small graphs (``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names
-(``io_names``).
+Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``AccumulateNeuronStatsPass``,
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN finder (``find_gated_ffns``,
+``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
+``fast_decoder_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
+``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names (``io_names``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
 from glass_onnx.passes.ffn_inputs import FFNWeightsAsInputsPass
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.glass_graphs import build_compact_model, build_select_model
+from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+
+
+def dense_pipeline(attention: str = "ort") -> ir.passes.PassManager:
+    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer."""
+    passes = [NameDynamicDimsPass()]
+    if attention == "ort":
+        passes += [GroupQueryAttentionPass(), RemoveUnusedNodesPass()]
+    return ir.passes.PassManager(passes)
 
 
 def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
@@ -56,6 +65,8 @@ __all__ = [
     "fast_decoder_pipeline",
     "CheckerPass",
     "GatedFFN",
+    "GroupQueryAttentionPass",
+    "dense_pipeline",
     "IndexedFFNPass",
     "NameDynamicDimsPass",
     "SelectNeuronsPass",

@@ -133,6 +133,10 @@ class Decoder:
               inputs: dict | None = None, outputs: list[str] = ()) -> tuple[np.ndarray, list[ort.OrtValue]]:
         """One decoder call: binds ids, mask, positions and the past (plus ``inputs``); advances the state's mask
         and KV cache; returns the logits and the values of the extra ``outputs``."""
+        if input_ids.shape[0] > 1 and input_ids.shape[1] > 1 and state.attention_mask.shape[1] and \
+                self.manifest.get("attention") == "GroupQueryAttention":
+            raise GlassError("this artifact's GroupQueryAttention takes multi-token steps after the prompt on batch 1 "
+                             "only; step the batch one token at a time, or export with --attention onnx")
         mask = np.concatenate([state.attention_mask, new_mask.astype(np.int64)], axis=1)
         # left padding: positions count only real tokens
         positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]

@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from glass_onnx.metrics import jaccard, summarise, token_metrics
 
@@ -40,11 +41,15 @@ def test_prompt_buckets_and_splits(tiny_dense):
         assert all(p.text[-1] in ".!?\"')]" for p in test[str(b)][:20])  # whole sentences
 
 
-def test_eval_smoke(tiny_dense, tmp_path):
+def test_eval_smoke(tiny_dir, tiny_dense, tmp_path):
     from glass_onnx.evaluate import run_eval
+    from glass_onnx.runtime.errors import GlassError
 
+    with pytest.raises(GlassError, match="--attention onnx"):  # batched teacher forcing needs the standard ops
+        run_eval(str(tiny_dense), tmp_path / "refused", ["dense"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
+                 False, log=lambda *_: None)
     out = tmp_path / "eval"
-    run_eval(str(tiny_dense), out, ["dense", "random", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
+    run_eval(str(tiny_dir), out, ["dense", "random", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
              False, log=lambda *_: None)
     result = json.loads((out / "results.json").read_text())
     dense = next(r for r in result["results"] if r["method"] == "dense")

@@ -45,6 +45,15 @@ def test_llama_export_matches_torch(tiny_dense, tiny_model):
     check_against_torch(tiny_dense, tiny_model)
 
 
+def _op_counts(directory):
+    import collections
+
+    import onnx
+
+    graph = onnx.load(directory / "model.onnx", load_external_data=False).graph
+    return collections.Counter(n.op_type for n in graph.node)
+
+
 @pytest.mark.parametrize("model_type", ["qwen2", "gemma3_text"])
 def test_other_architectures_export_and_match(model_type, tmp_path):
     from tiny_models import save_tiny_model
@@ -55,6 +64,21 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     out = export_dense(str(src), tmp_path / "onnx", log=lambda *_: None)
     # 10 + 8 tokens run past the tiny Gemma's sliding window of 4
     check_against_torch(out, torch_model(src))
+    layers = torch_model(src).config.num_hidden_layers
+    assert _op_counts(out)["GroupQueryAttention"] == layers and _op_counts(out)["Attention"] == 0
+
+
+def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):
+    """The default graph runs one GroupQueryAttention per layer; attention="onnx" keeps the standard ops."""
+    from glass_onnx.export import export_dense
+
+    layers = tiny_model.config.num_hidden_layers
+    fused = _op_counts(tiny_dense)
+    assert fused["GroupQueryAttention"] == layers and fused["Attention"] == 0
+    standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx", log=lambda *_: None)
+    assert _op_counts(standard)["Attention"] == layers and _op_counts(standard)["GroupQueryAttention"] == 0
+    assert sum(fused.values()) < sum(_op_counts(standard).values()) - 10 * layers
+    check_against_torch(standard, tiny_model)
 
 
 def test_greedy_generation_equals_transformers_generate(tiny_dense, tiny_model):

@@ -1,0 +1,206 @@
+"""Attention with a KV cache as one ONNX Runtime GroupQueryAttention node per layer.
+
+The exporter writes each layer's attention as about thirty nodes: the new keys and values are concatenated to
+the past, repeated to the query heads (Unsqueeze, Expand, Reshape), and transposed in and out of the standard
+Attention op. At decode time those small nodes, not arithmetic, dominate a small model's step. ONNX Runtime's
+``com.microsoft.GroupQueryAttention`` (CPU, CUDA and WebGPU kernels) appends to the cache and shares the kv heads
+itself; rotary embeddings move to the [batch, sequence, heads * head_dim] layout GroupQueryAttention reads.
+
+The exporter's boolean mask (causal + padding + sliding window) becomes the op's additive ``attention_bias``, and
+every row is given the full total length, so left-padded batches and sliding windows keep their meaning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+MS = "com.microsoft"
+MASKED = float(np.finfo(np.float32).min)  # finite: a fully masked (padding) row stays NaN-free
+
+
+def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type and node.domain == "" else None
+
+
+def _past_and_new(value: ir.Value) -> tuple[ir.Node, ir.Value, ir.Value] | None:
+    """(Concat, past, new) when ``value`` is the cache Concat(past, new), possibly repeated to the query heads by
+    Unsqueeze -> Expand -> Reshape."""
+    reshape = _producer(value, "Reshape")
+    if reshape is not None:
+        expand = _producer(reshape.inputs[0], "Expand")
+        unsqueeze = _producer(expand.inputs[0], "Unsqueeze") if expand is not None else None
+        if unsqueeze is None:
+            return None
+        value = unsqueeze.inputs[0]
+    concat = _producer(value, "Concat")
+    if concat is None or len(concat.inputs) != 2 or concat.attributes.get_int("axis", 0) not in (2, -2):
+        return None
+    past, new = concat.inputs
+    return (concat, past, new) if past is not None and past.is_graph_input() else None
+
+
+def _is_head_split(node: ir.Node | None) -> bool:
+    """Transpose(perm 0 2 1 3) of a 4-d tensor: [batch, seq, heads, dim] <-> [batch, heads, seq, dim]."""
+    return node is not None and node.op_type == "Transpose" and node.domain == "" and \
+        list(node.attributes.get_ints("perm", [])) == [0, 2, 1, 3]
+
+
+class GroupQueryAttentionPass(ir.passes.InPlacePass):
+    """Rewrites every standard ``Attention`` that reads a concatenated KV cache into GroupQueryAttention.
+
+    Guarantees: graph inputs and outputs are unchanged (``present.*`` keep their names, shapes and meaning);
+    logits equal the original graph's up to float rounding, for any batch, padding, prompt chunking and sliding
+    window the mask encodes. An Attention not fed by a Concat(past, new) cache, or with options
+    GroupQueryAttention lacks (softcap other than 0, qk output modes), is left as it is.
+    """
+
+    def __init__(self, attention_mask: str = "attention_mask"):
+        super().__init__()
+        self.attention_mask = attention_mask
+        self.fused = 0
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        mask_input = next((v for v in graph.inputs if v.name == self.attention_mask), None)
+        attentions = [n for n in graph if n.op_type == "Attention" and n.domain == ""]
+        if mask_input is None or not attentions:
+            return ir.passes.PassResult(model, modified=False)
+        lengths, biases = None, {}
+        self.fused = 0
+        for node in attentions:
+            match = self._match(node)
+            if match is None:
+                continue
+            if lengths is None:
+                lengths = self._lengths(graph, mask_input, node)
+            mask = node.inputs[3]
+            if id(mask) not in biases:
+                biases[id(mask)] = self._bias(graph, mask, node)
+            self._rewrite(graph, node, *match, *lengths, biases[id(mask)])
+            self.fused += 1
+        if self.fused:
+            model.opset_imports.setdefault(MS, 1)
+        return ir.passes.PassResult(model, modified=self.fused > 0)
+
+    @staticmethod
+    def _match(node: ir.Node):
+        if len(node.inputs) != 4 or node.inputs[3] is None or len(node.outputs) != 1:
+            return None  # no mask (would need is_causal semantics) or already has a cache of its own
+        if node.attributes.get_int("qk_matmul_output_mode", 0) != 0 or node.attributes.get_float("softcap", 0.0) != 0.0:
+            return None
+        q, k, v = node.inputs[:3]
+        keys, values = _past_and_new(k), _past_and_new(v)
+        if keys is None or values is None or q.shape is None or keys[2].shape is None or len(q.shape) != 4:
+            return None
+        heads, kv_heads, head_dim = q.shape[1], keys[2].shape[1], q.shape[3]
+        if not all(isinstance(d, int) for d in (heads, kv_heads, head_dim)) or heads % kv_heads:
+            return None
+        return keys, values, heads, kv_heads, head_dim
+
+    @staticmethod
+    def _lengths(graph: ir.Graph, mask: ir.Value, before: ir.Node) -> tuple[ir.Value, ir.Value]:
+        """seqlens_k [batch] and total_sequence_length [] (int32): every row spans the mask's full width, so
+        GroupQueryAttention never treats left padding as right padding; the bias masks the padding."""
+        def const(values):
+            return ir.node("Constant", [], attributes={"value": ir.tensor(np.array(values, np.int64))})
+
+        one, zero = const([1]), const([0])
+        shape = ir.node("Shape", [mask])
+        total = ir.node("Gather", [shape.outputs[0], one.outputs[0]], attributes={"axis": 0})  # [1]
+        batch = ir.node("Gather", [shape.outputs[0], zero.outputs[0]], attributes={"axis": 0})  # [1]
+        last = ir.node("Sub", [total.outputs[0], one.outputs[0]])
+        rows = ir.node("Expand", [last.outputs[0], batch.outputs[0]])
+        seqlens = ir.node("Cast", [rows.outputs[0]], attributes={"to": ir.DataType.INT32})
+        scalar = ir.node("Squeeze", [total.outputs[0]])
+        total32 = ir.node("Cast", [scalar.outputs[0]], attributes={"to": ir.DataType.INT32})
+        nodes = [one, zero, shape, total, batch, last, rows, seqlens, scalar, total32]
+        for i, n in enumerate(nodes):
+            n.name = f"glass/attention_lengths/{n.op_type}_{i}"
+        graph.insert_before(before, nodes)
+        seqlens.outputs[0].name, total32.outputs[0].name = "glass.seqlens_k", "glass.total_sequence_length"
+        return seqlens.outputs[0], total32.outputs[0]
+
+    @staticmethod
+    def _bias(graph: ir.Graph, mask: ir.Value, before: ir.Node) -> ir.Value:
+        """The additive float bias for a mask; a float mask already is one."""
+        if mask.dtype != ir.DataType.BOOL:
+            return mask
+        zero = ir.node("Constant", [], attributes={"value": ir.tensor(np.array(0.0, np.float32))})
+        low = ir.node("Constant", [], attributes={"value": ir.tensor(np.array(MASKED, np.float32))})
+        where = ir.node("Where", [mask, zero.outputs[0], low.outputs[0]])
+        for i, n in enumerate((zero, low, where)):
+            n.name = f"glass/attention_bias/{n.op_type}_{i}_{mask.name}"
+        graph.insert_before(before, [zero, low, where])
+        return where.outputs[0]
+
+    @staticmethod
+    def _to_bsh(graph: ir.Graph, value: ir.Value, heads: int, before: ir.Node, name: str) -> ir.Value:
+        """[batch, heads, seq, dim] -> [batch, seq, heads * dim], reusing the exporter's layout where it can:
+        a rotary embedding on Transpose(Reshape(x)) is applied to x itself (RotaryEmbedding reads 3-d input)."""
+        rotary = _producer(value, "RotaryEmbedding")
+        split = rotary.inputs[0].producer() if rotary is not None else value.producer()
+        if _is_head_split(split) and (reshape := _producer(split.inputs[0], "Reshape")) is not None and \
+                reshape.inputs[0].shape is not None and len(reshape.inputs[0].shape) == 3:
+            flat = reshape.inputs[0]
+            if rotary is None:
+                return flat
+            if not rotary.attributes.get_int("rotary_embedding_dim", 0) and len(rotary.inputs) == 3:
+                attributes = {"interleaved": rotary.attributes.get_int("interleaved", 0), "num_heads": heads}
+                node = ir.node("RotaryEmbedding", [flat, *rotary.inputs[1:]], attributes=attributes,
+                               name=f"{name}/rotary")
+                graph.insert_before(before, node)
+                return node.outputs[0]
+        transpose = ir.node("Transpose", [value], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/to_bsd")
+        shape = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([0, 0, -1], np.int64))},
+                        name=f"{name}/bsh_shape")
+        reshape = ir.node("Reshape", [transpose.outputs[0], shape.outputs[0]], name=f"{name}/to_bsh")
+        graph.insert_before(before, [transpose, shape, reshape])
+        return reshape.outputs[0]
+
+    def _rewrite(self, graph, node, keys, values, heads, kv_heads, head_dim, seqlens, total, bias) -> None:
+        name = node.name or "attention"
+        q = self._to_bsh(graph, node.inputs[0], heads, node, f"{name}/q")
+        k = self._to_bsh(graph, keys[2], kv_heads, node, f"{name}/k")
+        v = self._to_bsh(graph, values[2], kv_heads, node, f"{name}/v")
+        scale = node.attributes.get_float("scale", 1.0 / float(np.sqrt(head_dim)))
+        gqa = ir.node(
+            "GroupQueryAttention",
+            [q, k, v, keys[1], values[1], seqlens, total, None, None, None, bias],
+            attributes={"num_heads": heads, "kv_num_heads": kv_heads, "scale": scale},
+            domain=MS, num_outputs=3, name=f"{name}/GroupQueryAttention")
+        graph.insert_before(node, gqa)
+        out, present_key, present_value = gqa.outputs
+        out.dtype = node.outputs[0].dtype
+        out.shape = ir.Shape([q.shape[0], q.shape[1], heads * head_dim]) if q.shape is not None else None
+        for present, concat in ((present_key, keys[0]), (present_value, values[0])):
+            old = concat.outputs[0]
+            present.dtype, present.shape = old.dtype, old.shape
+            name_, old.name = old.name, f"{old.name}.unfused"
+            present.name = name_
+            ir.convenience.replace_all_uses_with(old, present, replace_graph_outputs=True)
+        merged = self._merged_heads(node.outputs[0])
+        if merged is not None:  # the exporter's Transpose -> Reshape back to [batch, seq, hidden]: GQA's own layout
+            ir.convenience.replace_all_uses_with(merged, out)
+            return
+        shape = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([0, 0, heads, head_dim], np.int64))},
+                        name=f"{name}/bshd_shape")
+        split = ir.node("Reshape", [out, shape.outputs[0]], name=f"{name}/to_bshd")
+        back = ir.node("Transpose", [split.outputs[0]], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/to_bhsd")
+        graph.insert_before(node, [shape, split, back])
+        back.outputs[0].dtype, back.outputs[0].shape = node.outputs[0].dtype, node.outputs[0].shape
+        ir.convenience.replace_all_uses_with(node.outputs[0], back.outputs[0])
+
+    @staticmethod
+    def _merged_heads(value: ir.Value) -> ir.Value | None:
+        """The [batch, seq, heads * dim] value the exporter makes of an attention output, if it does."""
+        uses = list(value.uses())
+        if len(uses) != 1 or not _is_head_split(uses[0].node) or value.is_graph_output():
+            return None
+        transposed = uses[0].node.outputs[0]
+        after = list(transposed.uses())
+        if len(after) != 1 or after[0].node.op_type != "Reshape" or transposed.is_graph_output():
+            return None
+        merged = after[0].node.outputs[0]
+        return merged if merged.shape is not None and len(merged.shape) == 3 else None
