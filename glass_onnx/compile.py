@@ -60,10 +60,7 @@ def _source_key(source) -> str:
     path = Path(source.path)
     stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
         [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
-    from glass_onnx.export import REVISION
-
-    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers"),
-                      REVISION])
+    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers")])
     name = source.recipe.name if source.recipe else Path(source.path).stem
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
     return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -84,7 +81,10 @@ def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, 
                              "batch 1 only; pass the model itself, or a dense export made with --attention onnx")
         return Path(spec), None
     source = resolve(spec)
-    directory = cache_dir() / "exports" / (_source_key(source) + ("-onnx-attention" if attention == "onnx" else ""))
+    from glass_onnx.export import REVISION
+
+    form = "-onnx-attention" if attention == "onnx" else ""
+    directory = cache_dir() / "exports" / f"{_source_key(source)}-r{REVISION}{form}"
     if not (directory / "manifest.json").exists():
         export_dense(spec, directory, force=True, attention=attention, log=log)
     else:
@@ -158,7 +158,8 @@ def _fast_layout(saved_prefill, ffn_weights: list[dict]) -> dict:
         "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
         "io": {"ffn_gate": ffn_inputs.FFN_GATE, "ffn_up": ffn_inputs.FFN_UP, "ffn_down": ffn_inputs.FFN_DOWN,
                "ffn_z": ffn_inputs.FFN_Z, "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
-               "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK},
+               "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK,
+               "panel_width": glass_graphs.PANEL_WIDTH, "hidden_panel_width": glass_graphs.HIDDEN_PANEL_WIDTH},
         "ffn_weights": layers,
     }
 

@@ -20,6 +20,8 @@ from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 
 TOKEN_MASK = "token_mask"  # [batch, sequence] int64: the attention mask's columns of this chunk
 FULL_GATE, FULL_UP, FULL_DOWN = "ffn_full.{layer}.gate", "ffn_full.{layer}.up", "ffn_full.{layer}.down"
+PANEL_WIDTH = "glass.panel_width"  # [1] int64, divides k: kept neurons per gate/up panel
+HIDDEN_PANEL_WIDTH = "glass.hidden_panel_width"  # [1] int64, divides H: hidden units per down panel
 
 
 def _model(graph: ir.Graph, functions) -> ir.Model:
@@ -53,11 +55,15 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
 
 
 def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
-    """Inputs ffn_full.{l}.gate|up [1, H, I], ffn_full.{l}.down [1, I, H] (the same tensors the decoder binds for
-    prefill), kept_neurons.{l}; outputs the compact ffn.{l}.gate|up [batch, H, k] and ffn.{l}.down [batch, k, H]
-    that the decoder binds for decode."""
+    """Inputs ffn_full.{l}.gate|up [1, H, I], ffn_full.{l}.down [1, I, H] (the weights file's views the decoder
+    also binds for prefill), kept_neurons.{l}, and the panel widths; outputs the compact ffn.{l}.gate|up
+    [batch, k / width, H, width] and ffn.{l}.down [batch, H / hidden_width, k, hidden_width] that the decoder
+    binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
-    graph = ir.Graph([], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
+    width = tensor_value(PANEL_WIDTH, I64, [1])
+    hidden_width = tensor_value(HIDDEN_PANEL_WIDTH, I64, [1])
+    graph = ir.Graph([width, hidden_width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},
+                     name="glass_compact")
     tape = ir.tape.Tape(graph)
     axis = tape.initializer(ir.tensor(np.array([0], np.int64), name="glass.squeeze_axis"))
     for layer in range(layers):
@@ -66,12 +72,13 @@ def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
                 tensor_value(FULL_DOWN.format(layer=layer), F, [1, size, hidden])]
         weights = [tape.op("Squeeze", [w, axis]) for w in full]
         kept = tensor_value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
-        outs = [tensor_value(FFN_GATE.format(layer=layer), F, ["batch", hidden, "kept"]),
-                tensor_value(FFN_UP.format(layer=layer), F, ["batch", hidden, "kept"]),
-                tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "kept", hidden])]
-        tape.op_multi_out("GatherKeptWeights", [*weights, kept], domain=glass_ops.DOMAIN, outputs=outs,
-                          name=f"glass/layers.{layer}/GatherKeptWeights")
+        panels = ["batch", "panels", hidden, "panel_width"]
+        outs = [tensor_value(FFN_GATE.format(layer=layer), F, panels),
+                tensor_value(FFN_UP.format(layer=layer), F, panels),
+                tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
+        tape.op_multi_out("GatherKeptPanels", [*weights, kept, width, hidden_width], domain=glass_ops.DOMAIN,
+                          outputs=outs, name=f"glass/layers.{layer}/GatherKeptPanels")
         graph.inputs.extend([*full, kept])
         graph.outputs.extend(outs)
     graph.extend(tape.nodes)
-    return _model(graph, [glass_ops.GatherKeptWeights])
+    return _model(graph, [glass_ops.GatherKeptPanels])

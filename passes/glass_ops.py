@@ -155,13 +155,19 @@ def add_function(model: ir.Model, function) -> str:
 
 
 @script(glass, default_opset=op)
-def GatherKeptWeights(w_gate, w_up, w_down, kept):
-    """Compact FFN weights of the kept neurons, one set per sequence.
+def GatherKeptPanels(w_gate, w_up, w_down, kept, width, hidden_width):
+    """Compact FFN weights of the kept neurons, one set per sequence, in panels for decode.
 
-    w_gate, w_up: [H, I]; w_down: [I, H]; kept: [batch, k] int64. Returns gate, up [batch, H, k] and down
-    [batch, k, H]: the columns (rows of down) of the kept neurons, in kept order.
+    w_gate, w_up: [H, I]; w_down: [I, H]; kept: [batch, k] int64; width: [1], dividing k; hidden_width: [1],
+    dividing H. Returns gate, up [batch, k / width, H, width] and down [batch, H / hidden_width, k, hidden_width]:
+    panel j of gate holds the columns of kept neurons j*width .. (j+1)*width - 1, contiguous, so a one-token
+    matmul streams each panel once (as ONNX Runtime's prepacked constant weights do) instead of re-packing the
+    weights every step.
     """
-    gate = op.Transpose(op.Gather(w_gate, kept, axis=1), perm=[1, 0, 2])
-    up = op.Transpose(op.Gather(w_up, kept, axis=1), perm=[1, 0, 2])
-    down = op.Gather(w_down, kept, axis=0)
+    groups = op.Reshape(kept, op.Concat(op.Constant(value_ints=[0, -1]), width, axis=0))  # [batch, k/w, w]
+    gate = op.Transpose(op.Gather(w_gate, groups, axis=1), perm=[1, 2, 0, 3])
+    up = op.Transpose(op.Gather(w_up, groups, axis=1), perm=[1, 2, 0, 3])
+    rows = op.Gather(w_down, kept, axis=0)  # [batch, k, H]
+    split = op.Reshape(rows, op.Concat(op.Constant(value_ints=[0, 0, -1]), hidden_width, axis=0))
+    down = op.Transpose(split, perm=[0, 2, 1, 3])
     return gate, up, down

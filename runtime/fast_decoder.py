@@ -3,8 +3,9 @@
 The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (memory-mapped from the
 weights file, never copied on the CPU); ``select.onnx`` turns the FFN activations into the running neuron
 statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons' weights
-once, and every decode step binds those. ONNX Runtime prepacks only the constant attention and lm_head weights,
-once, so the FFN weights are held once and decode reads only the compact ones.
+once, in panels (passes/ffn_inputs.py says why), and every decode step binds those. ONNX Runtime prepacks only
+the constant attention and lm_head weights, once, so the FFN weights are held once and decode reads only the
+compact ones.
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import layer_names
 
 
+def panel_width(size: int, widest: int = 32) -> int:
+    """The widest power of two up to ``widest`` that divides ``size``: panels of 32 stream best (BENCHMARKS.md)."""
+    width = widest
+    while size % width:
+        width //= 2
+    return width
+
+
 class FastDecoder(Decoder):
     """Decoder over the artifact's ``fast`` layout; same calls and results as the reference layout."""
 
     def _open_sessions(self, threads: int | None) -> None:
         fast = self.manifest["fast"]
         io, n = fast["io"], self.model["num_layers"]
+        if "panel_width" not in io:
+            raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx (FFN weights not in "
+                             "panels); compile it again")
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
         self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
         self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
@@ -32,6 +44,7 @@ class FastDecoder(Decoder):
         self.full_inputs = [layer_names(io[part], n) for part in ("full_gate", "full_up", "full_down")]
         self.ffn_z = layer_names(io["ffn_z"], n)
         self.token_mask = io["token_mask"]
+        self.panel_width, self.hidden_panel_width_name = io["panel_width"], io["hidden_panel_width"]
         self._check_fast_sessions()
         weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
         self.full = []  # per layer: gate [H, I], up [H, I], down [I, H], views of the weights file
@@ -39,8 +52,11 @@ class FastDecoder(Decoder):
             self.full.append([
                 np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
                 .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")])
-        # bound as [1, ...] (one weight set shared by the batch) to the decoder for prefill and to compact.onnx
+        # one weight set shared by the batch: [1, H, I] views for compact.onnx, and for the decoder's prefill the
+        # same memory as a single panel, [1, 1, H, I]
         self.full_values = [[self._value(w[None]) for w in layer] for layer in self.full]
+        self.full_panels = [[self._value(w[None, None]) for w in layer] for layer in self.full]
+        self.hidden_panel_width = panel_width(self.model["hidden_size"])
 
     def _check_fast_sessions(self) -> None:
         """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
@@ -57,7 +73,7 @@ class FastDecoder(Decoder):
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        ffn = {name: value for names, layer_values in zip(self.ffn_inputs, zip(*self.full_values))
+        ffn = {name: value for names, layer_values in zip(self.ffn_inputs, zip(*self.full_panels))
                for name, value in zip(names, layer_values)}
         logits, z = self._step(self.decoder_session, state, input_ids, mask, ffn, self.ffn_z)
         binding = self.select_session.io_binding()
@@ -81,6 +97,10 @@ class FastDecoder(Decoder):
                 binding.bind_ortvalue_input(name, value)
         for name, value in zip(self.handoff_out, state.kept):
             binding.bind_ortvalue_input(name, value)
+        kept = state.kept[0].shape()[-1]
+        binding.bind_ortvalue_input(self.panel_width, self._value(np.array([panel_width(kept)], np.int64)))
+        binding.bind_ortvalue_input(self.hidden_panel_width_name,
+                                    self._value(np.array([self.hidden_panel_width], np.int64)))
         outputs = [name for names in self.ffn_inputs for name in names]
         for name in outputs:
             binding.bind_output(name, self.device)
