@@ -141,26 +141,42 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
     return values, provenance
 
 
-def _fast_layout(saved_prefill, ffn_weights: list[dict]) -> dict:
-    """The manifest's ``fast`` section: its graphs, I/O names, and where each full FFN weight lies in the weights
-    file (the decoder graph has them as inputs; a runtime memory-maps them from there)."""
+def _transposed_ffn_weights(ffn_weights: list[dict]) -> dict:
+    """The transposed full FFN weights the fast layout binds for prefill (and gathers its compact panels from),
+    by input name: gate, up [I, H] and down [H, I]."""
+    import onnx_ir as ir
+
+    from glass_onnx.passes import ffn_inputs
+
+    out = {}
+    for layer, removed in enumerate(ffn_weights):
+        for part, template in (("gate", ffn_inputs.FFN_GATE), ("up", ffn_inputs.FFN_UP), ("down", ffn_inputs.FFN_DOWN)):
+            name = getattr(ffn_inputs, f"FFN_{part.upper()}_T").format(layer=layer)
+            out[name] = ir.tensor(np.ascontiguousarray(removed[template].const_value.numpy().T), name=name)
+    return out
+
+
+def _fast_layout(stored: dict, layers: int) -> dict:
+    """The manifest's ``fast`` section: its graphs, I/O names, and where each transposed full FFN weight lies in
+    the weights file (a runtime memory-maps them from there)."""
     from glass_onnx.passes import ffn_inputs, glass_graphs
 
-    initializers = saved_prefill.graph.initializers
-    layers = []
-    for removed in ffn_weights:
+    entries = []
+    for layer in range(layers):
         entry = {}
-        for part, template in (("gate", ffn_inputs.FFN_GATE), ("up", ffn_inputs.FFN_UP), ("down", ffn_inputs.FFN_DOWN)):
-            tensor = initializers[removed[template].name].const_value  # written to the weights file by then
+        for part in ("gate", "up", "down"):
+            tensor = stored[getattr(ffn_inputs, f"FFN_{part.upper()}_T").format(layer=layer)]
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
-        layers.append(entry)
+        entries.append(entry)
     return {
         "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
         "io": {"ffn_gate": ffn_inputs.FFN_GATE, "ffn_up": ffn_inputs.FFN_UP, "ffn_down": ffn_inputs.FFN_DOWN,
-               "ffn_z": ffn_inputs.FFN_Z, "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
+               "ffn_gate_t": ffn_inputs.FFN_GATE_T, "ffn_up_t": ffn_inputs.FFN_UP_T,
+               "ffn_down_t": ffn_inputs.FFN_DOWN_T, "ffn_z": ffn_inputs.FFN_Z,
+               "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
                "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK,
                "panel_width": glass_graphs.PANEL_WIDTH, "hidden_panel_width": glass_graphs.HIDDEN_PANEL_WIDTH},
-        "ffn_weights": layers,
+        "ffn_weights": entries,
     }
 
 
@@ -219,7 +235,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
                                        options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
-        save_sharing_weights(graphs, tmp, WEIGHTS)
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_transposed_ffn_weights(ffn_weights))
         if options.genai:
             from glass_onnx.genai_config import genai_config
 
@@ -230,7 +246,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
-        fast = _fast_layout(graphs[PREFILL], ffn_weights)
+        fast = _fast_layout(stored, model_info["num_layers"])
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention") if key in manifest},
             "kind": "glass",

@@ -10,8 +10,11 @@ INLINE_BYTES = 1024  # smaller tensors (scalars, indices) stay inside the graph,
 
 
 def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: str = "weights.bin",
-                         progress: bool = True) -> None:
-    """Write ``directory/<name>`` for each model; tensors with the same initializer name are stored once."""
+                         progress: bool = True, extra: dict[str, ir.TensorProtocol] | None = None
+                         ) -> dict[str, ir.ExternalTensor]:
+    """Write ``directory/<name>`` for each model; tensors with the same initializer name are stored once.
+    ``extra`` tensors, which no graph holds (a runtime binds them as inputs), go to the weights file too; returns
+    where each of them lies in it."""
     from tqdm import tqdm
 
     tensors: dict[str, ir.TensorProtocol] = {}
@@ -24,6 +27,7 @@ def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: 
             elif isinstance(value.const_value, ir.ExternalTensor):
                 # a small tensor from the source's data file moves inline: that file is not copied
                 value.const_value = ir.tensor(value.const_value.numpy(), name=name)
+    tensors.update(extra or {})
     with tqdm(total=len(tensors), desc="writing weights", unit="tensor", disable=not progress) as bar:
         external = ir.external_data.convert_tensors_to_external(
             list(tensors.values()), base_dir=directory, relative_path=weights, alignment=65536,
@@ -34,3 +38,4 @@ def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: 
             if name in by_name:
                 value.const_value = by_name[name]
         ir.save(model, directory / file)
+    return {name: by_name[name] for name in extra or {}}

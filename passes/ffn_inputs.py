@@ -1,14 +1,17 @@
-"""Fast-layout decoder pass: FFN weights become graph inputs in panels, FFN activations become graph outputs.
+"""Fast-layout decoder pass: FFN weights become graph inputs, FFN activations become graph outputs.
 
 One session then serves prefill (bound to the full weights) and decode (bound to per-prompt compact weights):
 ONNX Runtime prepacks only the constant attention and lm_head weights, once, and the FFN weights are held once,
 by the runtime, memory-mapped from the weights file.
 
-Why panels: a matmul whose weights are an input, not a constant, loses ONNX Runtime's prepacked layout and
-re-reads [H, k] weights in a cache-unfriendly order every decode step (~35 % slower than prepacked). Weights given
-as [panels, K, width] panels (width 32: each panel a contiguous [K, 32] block) are streamed once per step, like
-the prepacked constants. A panel matmul with width = N is the plain matmul, so the same graph takes the full
-weights for prefill as [1, 1, H, I] views of the weights file, with no copy.
+A matmul whose weights are an input, not a constant, loses ONNX Runtime's prepacked layout: it re-packs the
+weights on every call. Each FFN therefore has two paths, and a runtime binds one and leaves the other empty
+(width 0, which costs a few empty nodes):
+- decode, ``ffn.{layer}.*``: the compact weights in panels [panels, K, width] (each panel a contiguous [K, 32]
+  block), streamed once per token like prepacked constants;
+- prefill, ``ffn_t.{layer}.*``: the full weights transposed (gate, up [I, H], down [H, I]), multiplied as the
+  left operand (W x^T), which reads them in place instead of re-packing them for every prompt chunk.
+BENCHMARKS.md has the measurements behind both.
 """
 
 from __future__ import annotations
@@ -16,23 +19,27 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from glass_onnx.passes.ffn_pattern import find_gated_ffns
+from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.io_names import tensor_value
 
 FFN_GATE = "ffn.{layer}.gate"  # [ffn_batch, panels, H, panel_width]: ffn_batch 1 (shared) or batch (one per sequence)
 FFN_UP = "ffn.{layer}.up"  # [ffn_batch, panels, H, panel_width]
 FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, hidden_panels, width, hidden_panel_width]
-FFN_Z = "ffn.{layer}.z"  # [batch, sequence, width]: act(gate) * up, the input of the down projection
+FFN_GATE_T = "ffn_t.{layer}.gate"  # [width, H]: prefill's (full) weights, transposed
+FFN_UP_T = "ffn_t.{layer}.up"  # [width, H]
+FFN_DOWN_T = "ffn_t.{layer}.down"  # [H, width]
+FFN_Z = "ffn.{layer}.z"  # [batch, sequence, width]: act(gate) * up of the prefill path, for the neuron statistics
 
 
 class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
-    """Replaces each gated FFN's three weight initializers with graph inputs in panel layout and exposes its
-    activations.
+    """Replaces each gated FFN's three weight initializers with two sets of graph inputs (module docstring) and
+    exposes the prefill path's activations.
 
-    Guarantees: bound to the original weights as [1, 1, H, I] / [1, 1, I, H] views, every original output is
-    unchanged; bound to panels of a subset of neurons (as compact.onnx builds them), the FFN is the dense FFN
-    restricted to them. Adds output ``ffn.{layer}.z``. Returns the removed initializers in ``self.weights``
-    (layer -> dict) so the caller can store them.
+    Guarantees: with the transposed path bound to the transposed original weights and the panel path empty,
+    every original output is unchanged; with the panel path bound to panels of a subset of neurons (as
+    compact.onnx builds them) and the transposed path empty, the FFN is the dense FFN restricted to them. Adds
+    output ``ffn.{layer}.z``. Returns the removed initializers in ``self.weights`` (layer -> dict) so the caller
+    can store their transposes.
     """
 
     def __init__(self):
@@ -45,27 +52,68 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         rows_shape = self._rows_shape(graph, ffns[0].nodes[0]) if ffns else None
         for ffn in ffns:
             hidden = ffn.w_gate.shape[0]
-            shapes = {FFN_GATE: ["ffn_batch", "panels", hidden, "panel_width"],
+            old_output = ffn.output
+            y_t, z_t = self._transposed_path(graph, ffn, hidden, rows_shape)
+            panels = {FFN_GATE: ["ffn_batch", "panels", hidden, "panel_width"],
                       FFN_UP: ["ffn_batch", "panels", hidden, "panel_width"],
                       FFN_DOWN: ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"]}
-            removed = {}
             matmuls = {FFN_GATE: ffn.nodes[0], FFN_UP: ffn.nodes[1], FFN_DOWN: ffn.nodes[-1]}
-            for template, weight in ((FFN_GATE, ffn.w_gate), (FFN_UP, ffn.w_up), (FFN_DOWN, ffn.w_down)):
+            for template in (FFN_GATE, FFN_UP, FFN_DOWN):
                 name = template.format(layer=ffn.layer)
-                value = tensor_value(name, weight.dtype, shapes[template])
+                value = tensor_value(name, ffn.w_gate.dtype, panels[template])
                 graph.inputs.append(value)
-                self._panel_matmul(graph, matmuls[template], value, rows_shape, name)
-                removed[template] = weight
-                if not weight.uses():
+                y_p = self._panel_matmul(graph, matmuls[template], value, rows_shape, name)
+                if template != FFN_DOWN:
+                    ir.convenience.replace_all_uses_with(matmuls[template].outputs[0], y_p)
+            both = ir.node("Add", [y_p, y_t], name=f"glass/layers.{ffn.layer}/ffn_paths")
+            both.outputs[0].dtype, both.outputs[0].shape = old_output.dtype, old_output.shape
+            graph.insert_before(ffn.nodes[-1], both)
+            ir.convenience.replace_all_uses_with(old_output, both.outputs[0])
+            z_t.name = FFN_Z.format(layer=ffn.layer)
+            z_t.shape = ir.Shape(["batch", "sequence", "ffn_width"])
+            graph.outputs.append(z_t)
+            self.weights.append({FFN_GATE: ffn.w_gate, FFN_UP: ffn.w_up, FFN_DOWN: ffn.w_down})
+            for weight in (ffn.w_gate, ffn.w_up, ffn.w_down):
+                if not weight.uses() and weight.name in graph.initializers:
                     graph.initializers.pop(weight.name)
-            self.weights.append(removed)
-            z = ir.node("Identity", [ffn.z], name=f"glass/layers.{ffn.layer}/ffn_z")
-            z.outputs[0].name = FFN_Z.format(layer=ffn.layer)
-            z.outputs[0].type = ffn.z.type
-            z.outputs[0].shape = ir.Shape(["batch", "sequence", "ffn_width"])
-            graph.insert_after(ffn.nodes[-1], z)
-            graph.outputs.append(z.outputs[0])
         return ir.passes.PassResult(model, modified=bool(ffns))
+
+    @staticmethod
+    def _transposed_path(graph: ir.Graph, ffn: GatedFFN, hidden: int, rows_shape: ir.Value):
+        """The FFN on transposed weight inputs: y^T = Wd^T act(Wg^T x^T) * (Wu^T x^T). Returns y [B, S, H] and
+        z [B, S, width]."""
+        prefix = f"glass/layers.{ffn.layer}/prefill_ffn"
+        dtype = ffn.w_gate.dtype
+        weights = [tensor_value(FFN_GATE_T.format(layer=ffn.layer), dtype, ["ffn_width_t", hidden]),
+                   tensor_value(FFN_UP_T.format(layer=ffn.layer), dtype, ["ffn_width_t", hidden]),
+                   tensor_value(FFN_DOWN_T.format(layer=ffn.layer), dtype, [hidden, "ffn_width_t"])]
+        graph.inputs.extend(weights)
+        flat = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([-1, hidden], np.int64))})
+        rows = ir.node("Reshape", [ffn.x, flat.outputs[0]])  # [B*S, H]
+        columns = ir.node("Transpose", [rows.outputs[0]], attributes={"perm": [1, 0]})  # [H, B*S]
+        gate = ir.node("MatMul", [weights[0], columns.outputs[0]])
+        up = ir.node("MatMul", [weights[1], columns.outputs[0]])
+        nodes = [flat, rows, columns, gate, up]
+        # the FFN's own activation and gating, cloned onto the transposed path
+        renamed = {ffn.nodes[0].outputs[0]: gate.outputs[0], ffn.nodes[1].outputs[0]: up.outputs[0]}
+        inner = set(ffn.nodes[2:-1])
+        for node in [n for n in graph if n in inner]:
+            copy = ir.node(node.op_type, [renamed.get(v, v) for v in node.inputs], attributes=dict(node.attributes),
+                           domain=node.domain, num_outputs=len(node.outputs))
+            renamed.update(zip(node.outputs, copy.outputs))
+            nodes.append(copy)
+        z_columns = renamed[ffn.z]  # [width, B*S]
+        down = ir.node("MatMul", [weights[2], z_columns])  # [H, B*S]
+        y_rows = ir.node("Transpose", [down.outputs[0]], attributes={"perm": [1, 0]})
+        y = ir.node("Reshape", [y_rows.outputs[0], rows_shape])
+        z_rows = ir.node("Transpose", [z_columns], attributes={"perm": [1, 0]})
+        z = ir.node("Reshape", [z_rows.outputs[0], rows_shape])
+        nodes += [down, y_rows, y, z_rows, z]
+        for i, node in enumerate(nodes):
+            node.name = f"{prefix}/{node.op_type}_{i}"
+        graph.insert_before(ffn.nodes[-1], nodes)
+        y.outputs[0].dtype, z.outputs[0].dtype = dtype, ffn.z.dtype
+        return y.outputs[0], z.outputs[0]
 
     @staticmethod
     def _rows_shape(graph: ir.Graph, before: ir.Node) -> ir.Value:
@@ -81,7 +129,7 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         return rows.outputs[0]
 
     @staticmethod
-    def _panel_matmul(graph: ir.Graph, matmul: ir.Node, panels: ir.Value, rows_shape: ir.Value, name: str) -> None:
+    def _panel_matmul(graph: ir.Graph, matmul: ir.Node, panels: ir.Value, rows_shape: ir.Value, name: str) -> ir.Value:
         """MatMul(x [B, S, K], W [K, N]) -> Reshape(Transpose(MatMul(x[:, None], panels [fb, N/w, K, w])))."""
         x = matmul.inputs[0]
         axis = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([1], np.int64))}, name=f"{name}/axis")
@@ -92,4 +140,4 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         graph.insert_before(matmul, [axis, rows, product, by_row, out])
         old = matmul.outputs[0]
         out.outputs[0].dtype, out.outputs[0].shape = old.dtype, old.shape
-        ir.convenience.replace_all_uses_with(old, out.outputs[0])
+        return out.outputs[0]

@@ -55,8 +55,8 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
 
 
 def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
-    """Inputs ffn_full.{l}.gate|up [1, H, I], ffn_full.{l}.down [1, I, H] (the weights file's views the decoder
-    also binds for prefill), kept_neurons.{l}, and the panel widths; outputs the compact ffn.{l}.gate|up
+    """Inputs ffn_full.{l}.gate|up [I, H], ffn_full.{l}.down [H, I] (the transposed weights the decoder binds for
+    prefill, as ffn_t.{l}.*), kept_neurons.{l}, and the panel widths; outputs the compact ffn.{l}.gate|up
     [batch, k / width, H, width] and ffn.{l}.down [batch, H / hidden_width, k, hidden_width] that the decoder
     binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
@@ -65,18 +65,16 @@ def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
     graph = ir.Graph([width, hidden_width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},
                      name="glass_compact")
     tape = ir.tape.Tape(graph)
-    axis = tape.initializer(ir.tensor(np.array([0], np.int64), name="glass.squeeze_axis"))
     for layer in range(layers):
-        full = [tensor_value(FULL_GATE.format(layer=layer), F, [1, hidden, size]),
-                tensor_value(FULL_UP.format(layer=layer), F, [1, hidden, size]),
-                tensor_value(FULL_DOWN.format(layer=layer), F, [1, size, hidden])]
-        weights = [tape.op("Squeeze", [w, axis]) for w in full]
+        full = [tensor_value(FULL_GATE.format(layer=layer), F, [size, hidden]),
+                tensor_value(FULL_UP.format(layer=layer), F, [size, hidden]),
+                tensor_value(FULL_DOWN.format(layer=layer), F, [hidden, size])]
         kept = tensor_value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
         panels = ["batch", "panels", hidden, "panel_width"]
         outs = [tensor_value(FFN_GATE.format(layer=layer), F, panels),
                 tensor_value(FFN_UP.format(layer=layer), F, panels),
                 tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
-        tape.op_multi_out("GatherKeptPanels", [*weights, kept, width, hidden_width], domain=glass_ops.DOMAIN,
+        tape.op_multi_out("GatherKeptPanels", [*full, kept, width, hidden_width], domain=glass_ops.DOMAIN,
                           outputs=outs, name=f"glass/layers.{layer}/GatherKeptPanels")
         graph.inputs.extend([*full, kept])
         graph.outputs.extend(outs)

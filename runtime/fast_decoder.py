@@ -33,35 +33,45 @@ class FastDecoder(Decoder):
     def _open_sessions(self, threads: int | None) -> None:
         fast = self.manifest["fast"]
         io, n = fast["io"], self.model["num_layers"]
-        if "panel_width" not in io:
-            raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx (FFN weights not in "
-                             "panels); compile it again")
+        if "ffn_gate_t" not in io:
+            raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx; compile it again")
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
         self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
         self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
         self.prefill_session = self.decode_session = self.decoder_session
         self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate", "ffn_up", "ffn_down")]
+        self.ffn_t_inputs = [layer_names(io[part], n) for part in ("ffn_gate_t", "ffn_up_t", "ffn_down_t")]
         self.full_inputs = [layer_names(io[part], n) for part in ("full_gate", "full_up", "full_down")]
         self.ffn_z = layer_names(io["ffn_z"], n)
         self.token_mask = io["token_mask"]
         self.panel_width, self.hidden_panel_width_name = io["panel_width"], io["hidden_panel_width"]
         self._check_fast_sessions()
         weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
-        self.full = []  # per layer: gate [H, I], up [H, I], down [I, H], views of the weights file
-        for entry in fast["ffn_weights"]:
-            self.full.append([
-                np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
-                .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")])
-        # one weight set shared by the batch: [1, H, I] views for compact.onnx, and for the decoder's prefill the
-        # same memory as a single panel, [1, 1, H, I]
-        self.full_values = [[self._value(w[None]) for w in layer] for layer in self.full]
-        self.full_panels = [[self._value(w[None, None]) for w in layer] for layer in self.full]
-        self.hidden_panel_width = panel_width(self.model["hidden_size"])
+        # per layer: the transposed gate [I, H], up [I, H], down [H, I], views of the weights file, never copied
+        self.full_values = [[self._value(
+            np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
+            .reshape(entry[p]["shape"])) for p in ("gate", "up", "down")] for entry in fast["ffn_weights"]]
+        hidden = self.model["hidden_size"]
+        self.hidden_panel_width = panel_width(hidden)
+        # the unused FFN path of each call gets width 0 (ffn_inputs.py)
+        no_panels = [self._value(np.zeros(shape, np.float32)) for shape in ([1, 1, hidden, 0], [1, 1, hidden, 0],
+                                                                             [1, 1, 0, hidden])]
+        no_rows = [self._value(np.zeros(shape, np.float32)) for shape in ([0, hidden], [0, hidden], [hidden, 0])]
+        self.prefill_ffn = self._by_name(self.ffn_t_inputs, self.full_values)
+        self.prefill_ffn.update(self._by_name(self.ffn_inputs, [no_panels] * n))
+        self.decode_ffn_t = self._by_name(self.ffn_t_inputs, [no_rows] * n)
+
+    @staticmethod
+    def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
+        """{input name: value} from names [part][layer] and values [layer][part]."""
+        return {name: value for names, values in zip(names_by_part, zip(*values_by_layer))
+                for name, value in zip(names, values)}
 
     def _check_fast_sessions(self) -> None:
         """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
         needs = (
-            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names] + self.past_names, "decoder inputs"),
+            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs + self.ffn_t_inputs for n in names]
+             + self.past_names, "decoder inputs"),
             (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
             (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"),
             (self.compact_session.get_inputs, [n for names in self.full_inputs for n in names] + self.handoff_out, "compact inputs"),
@@ -73,9 +83,7 @@ class FastDecoder(Decoder):
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        ffn = {name: value for names, layer_values in zip(self.ffn_inputs, zip(*self.full_panels))
-               for name, value in zip(names, layer_values)}
-        logits, z = self._step(self.decoder_session, state, input_ids, mask, ffn, self.ffn_z)
+        logits, z = self._step(self.decoder_session, state, input_ids, mask, self.prefill_ffn, self.ffn_z)
         binding = self.select_session.io_binding()
         for name, value in [*zip(self.ffn_z, z), *zip(self.state_in, state.neuron_stats),
                             *self._overrides(overrides).items()]:
@@ -110,6 +118,6 @@ class FastDecoder(Decoder):
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
         self._require_prefill(state)
         if state.compact is None:
-            state.compact = self._compact(state)
+            state.compact = {**self._compact(state), **self.decode_ffn_t}
         logits, _ = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), state.compact)
         return logits

@@ -124,9 +124,12 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     for name in (fast["decoder"], fast["select"], fast["compact"]):
         onnx.checker.check_model(str(artifact / name), full_check=True)
     decoder_model = onnx.load(artifact / fast["decoder"], load_external_data=False)
-    # the fast decoder holds no FFN weight: they are inputs, read once from the shared weights file
-    assert {i.name for i in decoder_model.graph.input} >= {f"ffn.{l}.{p}" for l in range(3) for p in ("gate", "up", "down")}
-    assert len(fast["ffn_weights"]) == 3 and fast["ffn_weights"][0]["gate"]["shape"] == [64, 96]
+    # the fast decoder holds no FFN weight: they are inputs, the full ones read from the shared weights file
+    assert {i.name for i in decoder_model.graph.input} >= {f"{path}.{l}.{p}" for path in ("ffn", "ffn_t")
+                                                          for l in range(3) for p in ("gate", "up", "down")}
+    assert not any(sorted(i.dims) == [64, 96] for i in decoder_model.graph.initializer)
+    entry = fast["ffn_weights"][0]
+    assert len(fast["ffn_weights"]) == 3 and entry["gate"]["shape"] == [96, 64] and entry["down"]["shape"] == [64, 96]
 
 
 def test_fast_layout_is_the_default_and_matches_the_reference(tiny_compiled):
@@ -134,6 +137,20 @@ def test_fast_layout_is_the_default_and_matches_the_reference(tiny_compiled):
     assert type(open_decoder(artifact)).__name__ == "FastDecoder"
     fast, ref = Generator(artifact), Generator(artifact, layout="reference")
     assert fast.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens == ref.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens
+
+
+@pytest.mark.parametrize("keep", [10, 33])  # panels of 2 and of 1 neuron
+def test_fast_layout_decodes_any_kept_count_like_the_reference(tiny_compiled, keep):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    overrides = {"glass.k": np.array([keep], np.int64)}
+    logits = {}
+    for layout in LAYOUTS:
+        decoder = open_decoder(artifact, layout=layout)
+        state = decoder.new_state()
+        decoder.prefill(state, PROMPT, overrides=overrides)
+        logits[layout] = [decoder.decode(state, np.array([[t]])) for t in (3, 99, 250)]
+    for fast, ref in zip(logits["fast"], logits["reference"]):
+        assert np.abs(fast - ref).max() < 1e-4
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -11,19 +11,21 @@ from glass_onnx.passes import glass_ops
 DTYPES = {np.float32: onnx.TensorProto.FLOAT, np.int64: onnx.TensorProto.INT64, np.float64: onnx.TensorProto.DOUBLE}
 
 
-def run_function(function, *arrays, out=np.float32, rank=2):
+def run_function(function, *arrays, out=np.float32, rank=2, outputs=1):
     names = [f"in{i}" for i in range(len(arrays))]
-    node = helper.make_node(function.name, names, ["out"], domain=glass_ops.DOMAIN)
+    out_names = ["out"] if outputs == 1 else [f"out{i}" for i in range(outputs)]
+    node = helper.make_node(function.name, names, out_names, domain=glass_ops.DOMAIN)
     graph = helper.make_graph(
         [node], "one_op",
         [helper.make_tensor_value_info(n, DTYPES[a.dtype.type], a.shape) for n, a in zip(names, arrays)],
-        [helper.make_tensor_value_info("out", DTYPES[out], [None] * rank)],
+        [helper.make_tensor_value_info(n, DTYPES[out], [None] * rank) for n in out_names],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid(glass_ops.DOMAIN, 1)],
                               functions=glass_ops.function_protos(function))
     onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, dict(zip(names, arrays)))[0]
+    results = session.run(None, dict(zip(names, arrays)))
+    return results[0] if outputs == 1 else results
 
 
 def ranks_desc(values):
@@ -131,3 +133,20 @@ def test_indexed_ffn_equals_dense_ffn_on_kept_neurons(activation):
         mask = np.zeros(i, np.float32)
         mask[kept[b]] = 1
         np.testing.assert_allclose(got[b], (z * mask) @ wd, rtol=1e-4, atol=1e-4)
+
+
+def test_gather_kept_panels_matches_numpy():
+    rng = np.random.default_rng(5)
+    h, i, k, width, hidden_width = 8, 20, 6, 2, 4
+    wg, wu = rng.normal(size=(2, h, i)).astype(np.float32)
+    wd = rng.normal(size=(i, h)).astype(np.float32)
+    kept = np.stack([rng.choice(i, k, replace=False) for _ in range(2)]).astype(np.int64)
+    gate, up, down = run_function(glass_ops.GatherKeptPanels, wg.T.copy(), wu.T.copy(), wd.T.copy(), kept,
+                                  np.array([width]), np.array([hidden_width]), rank=4, outputs=3)
+    assert gate.shape == up.shape == (2, k // width, h, width) and down.shape == (2, h // hidden_width, k, hidden_width)
+    for b in range(2):
+        for j in range(k // width):
+            np.testing.assert_array_equal(gate[b, j], wg[:, kept[b, j * width:(j + 1) * width]])
+            np.testing.assert_array_equal(up[b, j], wu[:, kept[b, j * width:(j + 1) * width]])
+        for j in range(h // hidden_width):
+            np.testing.assert_array_equal(down[b, j], wd[kept[b], j * hidden_width:(j + 1) * hidden_width])
