@@ -18,6 +18,7 @@ from glass_onnx.methods import get_method, check_settings
 from glass_onnx.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
                                samples_path, save_prior)
 from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.fast_decoder import panel_width
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 
 PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
@@ -141,41 +142,46 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
     return values, provenance
 
 
-def _transposed_ffn_weights(ffn_weights: list[dict]) -> dict:
-    """The transposed full FFN weights the fast layout binds for prefill (and gathers its compact panels from),
-    by input name: gate, up [I, H] and down [H, I]."""
+def _fast_ffn_weights(ffn_weights: list[dict], hidden_panel: int) -> dict:
+    """The full FFN weights as the fast layout binds them for prefill and gathers its compact panels from, by
+    name: gate and up transposed [I, H], down in panels of ``hidden_panel`` hidden units [H / h, I, h]."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import ffn_inputs
+    from glass_onnx.passes import ffn_inputs, glass_graphs
 
     out = {}
     for layer, removed in enumerate(ffn_weights):
-        for part, template in (("gate", ffn_inputs.FFN_GATE), ("up", ffn_inputs.FFN_UP), ("down", ffn_inputs.FFN_DOWN)):
-            name = getattr(ffn_inputs, f"FFN_{part.upper()}_T").format(layer=layer)
-            out[name] = ir.tensor(np.ascontiguousarray(removed[template].const_value.numpy().T), name=name)
+        gate, up, down = (removed[t].const_value.numpy() for t in (ffn_inputs.FFN_GATE, ffn_inputs.FFN_UP,
+                                                                    ffn_inputs.FFN_DOWN))
+        size, hidden = down.shape
+        panels = down.reshape(size, hidden // hidden_panel, hidden_panel).transpose(1, 0, 2)
+        for template, array in ((glass_graphs.FULL_GATE, gate.T), (glass_graphs.FULL_UP, up.T),
+                                (glass_graphs.FULL_DOWN, panels)):
+            name = template.format(layer=layer)
+            out[name] = ir.tensor(np.ascontiguousarray(array), name=name)
     return out
 
 
 def _fast_layout(stored: dict, layers: int) -> dict:
-    """The manifest's ``fast`` section: its graphs, I/O names, and where each transposed full FFN weight lies in
-    the weights file (a runtime memory-maps them from there)."""
+    """The manifest's ``fast`` section: its graphs, I/O names, and where each full FFN weight, laid out for it,
+    lies in the weights file (a runtime memory-maps them from there)."""
     from glass_onnx.passes import ffn_inputs, glass_graphs
 
     entries = []
     for layer in range(layers):
         entry = {}
-        for part in ("gate", "up", "down"):
-            tensor = stored[getattr(ffn_inputs, f"FFN_{part.upper()}_T").format(layer=layer)]
+        for part, template in (("gate", glass_graphs.FULL_GATE), ("up", glass_graphs.FULL_UP),
+                               ("down", glass_graphs.FULL_DOWN)):
+            tensor = stored[template.format(layer=layer)]
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
         entries.append(entry)
     return {
         "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
         "io": {"ffn_gate": ffn_inputs.FFN_GATE, "ffn_up": ffn_inputs.FFN_UP, "ffn_down": ffn_inputs.FFN_DOWN,
-               "ffn_gate_t": ffn_inputs.FFN_GATE_T, "ffn_up_t": ffn_inputs.FFN_UP_T,
-               "ffn_down_t": ffn_inputs.FFN_DOWN_T, "ffn_z": ffn_inputs.FFN_Z,
+               "ffn_gate_t": ffn_inputs.FFN_GATE_T, "ffn_up_t": ffn_inputs.FFN_UP_T, "ffn_z": ffn_inputs.FFN_Z,
                "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
                "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK,
-               "panel_width": glass_graphs.PANEL_WIDTH, "hidden_panel_width": glass_graphs.HIDDEN_PANEL_WIDTH},
+               "panel_width": glass_graphs.PANEL_WIDTH},
         "ffn_weights": entries,
     }
 
@@ -235,7 +241,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
                                        options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
-        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_transposed_ffn_weights(ffn_weights))
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights, panel_width(model_info["hidden_size"])))
         if options.genai:
             from glass_onnx.genai_config import genai_config
 

@@ -9,8 +9,10 @@ weights on every call. Each FFN therefore has two paths, and a runtime binds one
 (width 0, which costs a few empty nodes):
 - decode, ``ffn.{layer}.*``: the compact weights in panels [panels, K, width] (each panel a contiguous [K, 32]
   block), streamed once per token like prepacked constants;
-- prefill, ``ffn_t.{layer}.*``: the full weights transposed (gate, up [I, H], down [H, I]), multiplied as the
-  left operand (W x^T), which reads them in place instead of re-packing them for every prompt chunk.
+- prefill, ``ffn_t.{layer}.gate|up``: the full gate and up weights transposed, [I, H], multiplied as the left
+  operand (W x^T), which reads them in place instead of re-packing them for every prompt chunk.
+The down projection has one path: prefill binds the full down weights in panels, decode the compact ones, and its
+input is the concatenation of the two paths' activations (one of them empty).
 BENCHMARKS.md has the measurements behind both.
 """
 
@@ -27,19 +29,17 @@ FFN_UP = "ffn.{layer}.up"  # [ffn_batch, panels, H, panel_width]
 FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, hidden_panels, width, hidden_panel_width]
 FFN_GATE_T = "ffn_t.{layer}.gate"  # [width, H]: prefill's (full) weights, transposed
 FFN_UP_T = "ffn_t.{layer}.up"  # [width, H]
-FFN_DOWN_T = "ffn_t.{layer}.down"  # [H, width]
-FFN_Z = "ffn.{layer}.z"  # [batch, sequence, width]: act(gate) * up of the prefill path, for the neuron statistics
+FFN_Z = "ffn.{layer}.z"  # [batch, sequence, width]: act(gate) * up, the down projection's input
 
 
 class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
     """Replaces each gated FFN's three weight initializers with two sets of graph inputs (module docstring) and
-    exposes the prefill path's activations.
+    exposes its activations.
 
-    Guarantees: with the transposed path bound to the transposed original weights and the panel path empty,
-    every original output is unchanged; with the panel path bound to panels of a subset of neurons (as
-    compact.onnx builds them) and the transposed path empty, the FFN is the dense FFN restricted to them. Adds
-    output ``ffn.{layer}.z``. Returns the removed initializers in ``self.weights`` (layer -> dict) so the caller
-    can store their transposes.
+    Guarantees: bound to the full weights (gate, up transposed; down in panels) with the gate/up panels empty,
+    every original output is unchanged; bound to panels of a subset of neurons (as compact.onnx builds them) with
+    the transposed inputs empty, the FFN is the dense FFN restricted to them. Adds output ``ffn.{layer}.z``.
+    Returns the removed initializers in ``self.weights`` (layer -> dict) so the caller can store them re-laid.
     """
 
     def __init__(self):
@@ -51,42 +51,33 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         ffns = find_gated_ffns(graph)
         rows_shape = self._rows_shape(graph, ffns[0].nodes[0]) if ffns else None
         for ffn in ffns:
-            hidden = ffn.w_gate.shape[0]
-            old_output = ffn.output
-            y_t, z_t = self._transposed_path(graph, ffn, hidden, rows_shape)
-            panels = {FFN_GATE: ["ffn_batch", "panels", hidden, "panel_width"],
-                      FFN_UP: ["ffn_batch", "panels", hidden, "panel_width"],
-                      FFN_DOWN: ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"]}
-            matmuls = {FFN_GATE: ffn.nodes[0], FFN_UP: ffn.nodes[1], FFN_DOWN: ffn.nodes[-1]}
-            for template in (FFN_GATE, FFN_UP, FFN_DOWN):
-                name = template.format(layer=ffn.layer)
-                value = tensor_value(name, ffn.w_gate.dtype, panels[template])
-                graph.inputs.append(value)
-                y_p = self._panel_matmul(graph, matmuls[template], value, rows_shape, name)
-                if template != FFN_DOWN:
-                    ir.convenience.replace_all_uses_with(matmuls[template].outputs[0], y_p)
-            both = ir.node("Add", [y_p, y_t], name=f"glass/layers.{ffn.layer}/ffn_paths")
-            both.outputs[0].dtype, both.outputs[0].shape = old_output.dtype, old_output.shape
-            graph.insert_before(ffn.nodes[-1], both)
-            ir.convenience.replace_all_uses_with(old_output, both.outputs[0])
-            z_t.name = FFN_Z.format(layer=ffn.layer)
-            z_t.shape = ir.Shape(["batch", "sequence", "ffn_width"])
-            graph.outputs.append(z_t)
+            hidden, dtype = ffn.w_gate.shape[0], ffn.w_gate.dtype
+            z_t = self._transposed_gating(graph, ffn, hidden, rows_shape)
+            inputs = {template: tensor_value(template.format(layer=ffn.layer), dtype, shape) for template, shape in (
+                (FFN_GATE, ["ffn_batch", "panels", hidden, "panel_width"]),
+                (FFN_UP, ["ffn_batch", "panels", hidden, "panel_width"]),
+                (FFN_DOWN, ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"]))}
+            graph.inputs.extend(inputs.values())
+            for template, matmul in ((FFN_GATE, ffn.nodes[0]), (FFN_UP, ffn.nodes[1])):
+                y = self._panel_matmul(graph, matmul, matmul.inputs[0], inputs[template], rows_shape)
+                ir.convenience.replace_all_uses_with(matmul.outputs[0], y)
+            # one of the two is empty: the decode path's [B, S, k] or the prefill path's [B, S, I]
+            z = ir.node("Concat", [ffn.z, z_t], attributes={"axis": -1}, name=f"glass/layers.{ffn.layer}/ffn_z")
+            z.outputs[0].name = FFN_Z.format(layer=ffn.layer)
+            z.outputs[0].dtype, z.outputs[0].shape = ffn.z.dtype, ir.Shape(["batch", "sequence", "ffn_width"])
+            graph.insert_before(ffn.nodes[-1], z)
+            graph.outputs.append(z.outputs[0])
+            y = self._panel_matmul(graph, ffn.nodes[-1], z.outputs[0], inputs[FFN_DOWN], rows_shape)
+            ir.convenience.replace_all_uses_with(ffn.output, y)
             self.weights.append({FFN_GATE: ffn.w_gate, FFN_UP: ffn.w_up, FFN_DOWN: ffn.w_down})
-            for weight in (ffn.w_gate, ffn.w_up, ffn.w_down):
-                if not weight.uses() and weight.name in graph.initializers:
-                    graph.initializers.pop(weight.name)
         return ir.passes.PassResult(model, modified=bool(ffns))
 
     @staticmethod
-    def _transposed_path(graph: ir.Graph, ffn: GatedFFN, hidden: int, rows_shape: ir.Value):
-        """The FFN on transposed weight inputs: y^T = Wd^T act(Wg^T x^T) * (Wu^T x^T). Returns y [B, S, H] and
-        z [B, S, width]."""
-        prefix = f"glass/layers.{ffn.layer}/prefill_ffn"
-        dtype = ffn.w_gate.dtype
-        weights = [tensor_value(FFN_GATE_T.format(layer=ffn.layer), dtype, ["ffn_width_t", hidden]),
-                   tensor_value(FFN_UP_T.format(layer=ffn.layer), dtype, ["ffn_width_t", hidden]),
-                   tensor_value(FFN_DOWN_T.format(layer=ffn.layer), dtype, [hidden, "ffn_width_t"])]
+    def _transposed_gating(graph: ir.Graph, ffn: GatedFFN, hidden: int, rows_shape: ir.Value) -> ir.Value:
+        """act(Wg^T x^T) * (Wu^T x^T) on the transposed weight inputs, as rows [B, S, width]."""
+        prefix = f"glass/layers.{ffn.layer}/prefill_gating"
+        weights = [tensor_value(FFN_GATE_T.format(layer=ffn.layer), ffn.w_gate.dtype, ["ffn_width_t", hidden]),
+                   tensor_value(FFN_UP_T.format(layer=ffn.layer), ffn.w_up.dtype, ["ffn_width_t", hidden])]
         graph.inputs.extend(weights)
         flat = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([-1, hidden], np.int64))})
         rows = ir.node("Reshape", [ffn.x, flat.outputs[0]])  # [B*S, H]
@@ -102,18 +93,14 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
                            domain=node.domain, num_outputs=len(node.outputs))
             renamed.update(zip(node.outputs, copy.outputs))
             nodes.append(copy)
-        z_columns = renamed[ffn.z]  # [width, B*S]
-        down = ir.node("MatMul", [weights[2], z_columns])  # [H, B*S]
-        y_rows = ir.node("Transpose", [down.outputs[0]], attributes={"perm": [1, 0]})
-        y = ir.node("Reshape", [y_rows.outputs[0], rows_shape])
-        z_rows = ir.node("Transpose", [z_columns], attributes={"perm": [1, 0]})
+        z_rows = ir.node("Transpose", [renamed[ffn.z]], attributes={"perm": [1, 0]})  # [B*S, width]
         z = ir.node("Reshape", [z_rows.outputs[0], rows_shape])
-        nodes += [down, y_rows, y, z_rows, z]
+        nodes += [z_rows, z]
         for i, node in enumerate(nodes):
             node.name = f"{prefix}/{node.op_type}_{i}"
         graph.insert_before(ffn.nodes[-1], nodes)
-        y.outputs[0].dtype, z.outputs[0].dtype = dtype, ffn.z.dtype
-        return y.outputs[0], z.outputs[0]
+        z.outputs[0].dtype = ffn.z.dtype
+        return z.outputs[0]
 
     @staticmethod
     def _rows_shape(graph: ir.Graph, before: ir.Node) -> ir.Value:
@@ -129,9 +116,10 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         return rows.outputs[0]
 
     @staticmethod
-    def _panel_matmul(graph: ir.Graph, matmul: ir.Node, panels: ir.Value, rows_shape: ir.Value, name: str) -> ir.Value:
-        """MatMul(x [B, S, K], W [K, N]) -> Reshape(Transpose(MatMul(x[:, None], panels [fb, N/w, K, w])))."""
-        x = matmul.inputs[0]
+    def _panel_matmul(graph: ir.Graph, matmul: ir.Node, x: ir.Value, panels: ir.Value, rows_shape: ir.Value) -> ir.Value:
+        """MatMul(x [B, S, K], W [K, N]) -> Reshape(Transpose(MatMul(x[:, None], panels [fb, N/w, K, w]))), placed
+        where ``matmul`` is."""
+        name = panels.name
         axis = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([1], np.int64))}, name=f"{name}/axis")
         rows = ir.node("Unsqueeze", [x, axis.outputs[0]], name=f"{name}/Unsqueeze")  # [B, 1, S, K]
         product = ir.node("MatMul", [rows.outputs[0], panels], name=f"{name}/MatMul")  # [B, N/w, S, w]

@@ -155,20 +155,17 @@ def add_function(model: ir.Model, function) -> str:
 
 
 @script(glass, default_opset=op)
-def GatherKeptPanels(w_gate_t, w_up_t, w_down_t, kept, width, hidden_width):
+def GatherKeptPanels(w_gate_t, w_up_t, w_down_panels, kept, width):
     """Compact FFN weights of the kept neurons, one set per sequence, in panels for decode.
 
-    w_gate_t, w_up_t: [I, H] and w_down_t: [H, I], the transposed FFN weights (a neuron's gate and up weights are
-    one contiguous row); kept: [batch, k] int64; width: [1], dividing k; hidden_width: [1], dividing H. Returns
-    gate, up [batch, k / width, H, width] and down [batch, H / hidden_width, k, hidden_width]: panel j of gate
-    holds the gate columns of kept neurons j*width .. (j+1)*width - 1, contiguous, so a one-token matmul streams
-    each panel once, as ONNX Runtime does with prepacked constant weights.
+    w_gate_t, w_up_t: [I, H], the transposed gate and up weights (a neuron's weights are one contiguous row);
+    w_down_panels: [H / h, I, h], the down weights in panels of h hidden units; kept: [batch, k] int64; width: [1],
+    dividing k. Returns gate, up [batch, k / width, H, width] and down [batch, H / h, k, h]: panel j of gate holds
+    the gate columns of kept neurons j*width .. (j+1)*width - 1, contiguous, so a one-token matmul streams each
+    panel once, as ONNX Runtime does with prepacked constant weights.
     """
-    hidden = op.Shape(w_gate_t, start=1)
-    groups = op.Concat(op.Constant(value_ints=[0, -1]), width, hidden, axis=0)
+    groups = op.Concat(op.Constant(value_ints=[0, -1]), width, op.Shape(w_gate_t, start=1), axis=0)
     gate = op.Transpose(op.Reshape(op.Gather(w_gate_t, kept, axis=0), groups), perm=[0, 1, 3, 2])
     up = op.Transpose(op.Reshape(op.Gather(w_up_t, kept, axis=0), groups), perm=[0, 1, 3, 2])
-    columns = op.Gather(w_down_t, kept, axis=1)  # [H, batch, k]
-    split = op.Concat(op.Constant(value_ints=[-1]), hidden_width, op.Shape(kept), axis=0)
-    down = op.Transpose(op.Reshape(columns, split), perm=[2, 0, 3, 1])
+    down = op.Transpose(op.Gather(w_down_panels, kept, axis=1), perm=[1, 0, 2, 3])
     return gate, up, down

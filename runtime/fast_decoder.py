@@ -40,25 +40,25 @@ class FastDecoder(Decoder):
         self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
         self.prefill_session = self.decode_session = self.decoder_session
         self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate", "ffn_up", "ffn_down")]
-        self.ffn_t_inputs = [layer_names(io[part], n) for part in ("ffn_gate_t", "ffn_up_t", "ffn_down_t")]
+        self.ffn_t_inputs = [layer_names(io[part], n) for part in ("ffn_gate_t", "ffn_up_t")]
         self.full_inputs = [layer_names(io[part], n) for part in ("full_gate", "full_up", "full_down")]
         self.ffn_z = layer_names(io["ffn_z"], n)
         self.token_mask = io["token_mask"]
-        self.panel_width, self.hidden_panel_width_name = io["panel_width"], io["hidden_panel_width"]
+        self.panel_width = io["panel_width"]
         self._check_fast_sessions()
         weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
-        # per layer: the transposed gate [I, H], up [I, H], down [H, I], views of the weights file, never copied
-        self.full_values = [[self._value(
-            np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
-            .reshape(entry[p]["shape"])) for p in ("gate", "up", "down")] for entry in fast["ffn_weights"]]
+        # per layer: gate and up transposed [I, H], down in panels [H / h, I, h]; views of the weights file
+        full = [[np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
+                 .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")] for entry in fast["ffn_weights"]]
+        self.full_values = [[self._value(w) for w in layer] for layer in full]
         hidden = self.model["hidden_size"]
-        self.hidden_panel_width = panel_width(hidden)
-        # the unused FFN path of each call gets width 0 (ffn_inputs.py)
-        no_panels = [self._value(np.zeros(shape, np.float32)) for shape in ([1, 1, hidden, 0], [1, 1, hidden, 0],
-                                                                             [1, 1, 0, hidden])]
-        no_rows = [self._value(np.zeros(shape, np.float32)) for shape in ([0, hidden], [0, hidden], [hidden, 0])]
-        self.prefill_ffn = self._by_name(self.ffn_t_inputs, self.full_values)
-        self.prefill_ffn.update(self._by_name(self.ffn_inputs, [no_panels] * n))
+        # the unused gate/up path of each call gets width 0 (passes/ffn_inputs.py)
+        no_panels = [self._value(np.zeros([1, 1, hidden, 0], np.float32)) for _ in range(2)]
+        no_rows = [self._value(np.zeros([0, hidden], np.float32)) for _ in range(2)]
+        full_down = [[self._value(layer[2][None])] for layer in full]
+        self.prefill_ffn = {**self._by_name(self.ffn_t_inputs, [layer[:2] for layer in self.full_values]),
+                            **self._by_name(self.ffn_inputs[:2], [no_panels] * n),
+                            **self._by_name(self.ffn_inputs[2:], full_down)}
         self.decode_ffn_t = self._by_name(self.ffn_t_inputs, [no_rows] * n)
 
     @staticmethod
@@ -107,8 +107,6 @@ class FastDecoder(Decoder):
             binding.bind_ortvalue_input(name, value)
         kept = state.kept[0].shape()[-1]
         binding.bind_ortvalue_input(self.panel_width, self._value(np.array([panel_width(kept)], np.int64)))
-        binding.bind_ortvalue_input(self.hidden_panel_width_name,
-                                    self._value(np.array([self.hidden_panel_width], np.int64)))
         outputs = [name for names in self.ffn_inputs for name in names]
         for name in outputs:
             binding.bind_output(name, self.device)

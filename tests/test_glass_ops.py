@@ -141,8 +141,9 @@ def test_gather_kept_panels_matches_numpy():
     wg, wu = rng.normal(size=(2, h, i)).astype(np.float32)
     wd = rng.normal(size=(i, h)).astype(np.float32)
     kept = np.stack([rng.choice(i, k, replace=False) for _ in range(2)]).astype(np.int64)
-    gate, up, down = run_function(glass_ops.GatherKeptPanels, wg.T.copy(), wu.T.copy(), wd.T.copy(), kept,
-                                  np.array([width]), np.array([hidden_width]), rank=4, outputs=3)
+    down_panels = wd.reshape(i, h // hidden_width, hidden_width).transpose(1, 0, 2).copy()
+    gate, up, down = run_function(glass_ops.GatherKeptPanels, wg.T.copy(), wu.T.copy(), down_panels, kept,
+                                  np.array([width]), rank=4, outputs=3)
     assert gate.shape == up.shape == (2, k // width, h, width) and down.shape == (2, h // hidden_width, k, hidden_width)
     for b in range(2):
         for j in range(k // width):
