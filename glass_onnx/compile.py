@@ -254,7 +254,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
         fast = _fast_layout(stored, model_info["num_layers"])
         write_manifest(tmp, {
-            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention") if key in manifest},
+            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers") if key in manifest},
             "kind": "glass",
             "sessions": {"prefill": PREFILL, "decode": DECODE},
             "glass": {

@@ -20,7 +20,7 @@ from glass_onnx.runtime.manifest import write_manifest
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
-REVISION = 2  # bumped when the exported graph changes; part of the export cache key
+REVISION = 3  # bumped when the exported graph changes; part of the export cache key
 GRAPH = "model.onnx"
 WEIGHTS = "model.onnx.data"
 IO = {
@@ -80,8 +80,9 @@ def _decoder_with_cache(model):
     return DecoderWithCache().eval()
 
 
-def export_onnx(model, path: Path, attention: str = "ort", log=print) -> None:
-    """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past."""
+def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
+    """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past;
+    returns the manifest facts about its attention."""
     import torch
 
     arch = architecture(model)
@@ -116,14 +117,20 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> None:
             optimize=True,
             verbose=False,
         )
-    from glass_onnx.passes import dense_pipeline
+    from glass_onnx.passes import GroupQueryAttentionPass, dense_pipeline
 
-    dense_pipeline(attention)(program.model)
+    pipeline = dense_pipeline(attention)
+    pipeline(program.model)
+    fused = next((p for p in pipeline.passes if isinstance(p, GroupQueryAttentionPass)), None)
     program.save(str(path), external_data=True)
     produced = Path(str(path) + ".data")
     if produced.name != WEIGHTS and produced.exists():
         produced.rename(path.parent / WEIGHTS)
     log(f"exported in {time.perf_counter() - start:.0f} s")
+    if fused is None or not fused.fused:
+        return {"attention": "Attention", "kv_buffers": False}
+    # kv_buffers: a runtime may bind fixed-capacity cache buffers, extended in place (group_query_attention.py)
+    return {"attention": "GroupQueryAttention", "kv_buffers": fused.kv_buffers}
 
 
 def save_tokenizer(tokenizer, directory: Path, instruct: bool) -> dict:
@@ -169,7 +176,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
     log(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
     with atomic_directory(output, force=force) as tmp:
-        export_onnx(model, tmp / GRAPH, attention=attention, log=log)
+        attention_facts = export_onnx(model, tmp / GRAPH, attention=attention, log=log)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
         tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
         tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
@@ -179,7 +186,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
             "tokenizer": tokenizer_info,
             "sessions": {"prefill": GRAPH, "decode": GRAPH},
             "io": IO,
-            "attention": "GroupQueryAttention" if attention == "ort" else "Attention",
+            **attention_facts,
             "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
         })
     return Path(output)

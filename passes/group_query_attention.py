@@ -7,13 +7,16 @@ Attention op. At decode time those small nodes, not arithmetic, dominate a small
 itself; rotary embeddings move to the [batch, sequence, heads * head_dim] layout GroupQueryAttention reads.
 
 The exporter's boolean mask (causal + padding + sliding window) becomes the op's additive ``attention_bias``, and
-every row is given the full total length, so left-padded batches and sliding windows keep their meaning.
+every row is given the full total length, so left-padded batches and sliding windows keep their meaning. The
+graph then reads the past length from the masks (total minus new tokens), never from the cache tensors, so a
+runtime may bind fixed-capacity cache buffers that GroupQueryAttention extends in place (``kv_buffers``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 MS = "com.microsoft"
 MASKED = float(np.finfo(np.float32).min)  # finite: a fully masked (padding) row stays NaN-free
@@ -56,10 +59,11 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
     GroupQueryAttention lacks (softcap other than 0, qk output modes), is left as it is.
     """
 
-    def __init__(self, attention_mask: str = "attention_mask"):
+    def __init__(self, attention_mask: str = "attention_mask", input_ids: str = "input_ids"):
         super().__init__()
-        self.attention_mask = attention_mask
+        self.attention_mask, self.input_ids = attention_mask, input_ids
         self.fused = 0
+        self.kv_buffers = False  # True when every cache input is read only by GroupQueryAttention and its batch size
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -82,7 +86,53 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
             self.fused += 1
         if self.fused:
             model.opset_imports.setdefault(MS, 1)
+            RemoveUnusedNodesPass()(model)  # the replaced Concat chains still read the cache inputs
+            self.kv_buffers = self._past_length_from_masks(graph, mask_input)
         return ir.passes.PassResult(model, modified=self.fused > 0)
+
+    def _past_length_from_masks(self, graph: ir.Graph, mask: ir.Value) -> bool:
+        """Rewrites Shape(past)[2] (the exporter's past length) as width(attention_mask) - width(input_ids)."""
+        ids = next((v for v in graph.inputs if v.name == self.input_ids), None)
+        pasts = [v for v in graph.inputs if any(u.node.op_type == "GroupQueryAttention" for u in v.uses())]
+        if ids is None or not pasts:
+            return False
+        length = None
+        for past in pasts:
+            for use in list(past.uses()):
+                node = use.node
+                if node.op_type == "GroupQueryAttention":
+                    continue
+                if node.op_type != "Shape":
+                    return False  # read some other way: leave the cache tensors' shape meaningful
+                start = node.attributes.get_int("start", 0)
+                end = node.attributes.get_int("end", 4) if "end" in node.attributes else 4
+                start, end = start + 4 if start < 0 else start, min(end + 4 if end < 0 else end, 4)
+                if not start <= 2 < end:
+                    continue  # batch, heads or head size: the same in a buffer
+                if length is None:
+                    length = self._length_nodes(graph, mask, ids, next(iter(graph)))
+                pieces = []
+                for lo, hi in ((start, 2), (3, end)):
+                    if lo < hi:
+                        piece = ir.node("Shape", [past], attributes={"start": lo, "end": hi})
+                        graph.insert_before(node, piece)
+                        pieces.append(piece.outputs[0])
+                    if lo == start:
+                        pieces.append(length)
+                joined = ir.node("Concat", pieces, attributes={"axis": 0}) if len(pieces) > 1 else None
+                if joined is not None:
+                    graph.insert_before(node, joined)
+                ir.convenience.replace_all_uses_with(node.outputs[0], joined.outputs[0] if joined else length)
+        return True
+
+    @staticmethod
+    def _length_nodes(graph: ir.Graph, mask: ir.Value, ids: ir.Value, before: ir.Node) -> ir.Value:
+        total = ir.node("Shape", [mask], attributes={"start": 1, "end": 2}, name="glass/past_length/total")
+        new = ir.node("Shape", [ids], attributes={"start": 1, "end": 2}, name="glass/past_length/new")
+        past = ir.node("Sub", [total.outputs[0], new.outputs[0]], name="glass/past_length/Sub")
+        past.outputs[0].name = "glass.past_length"
+        graph.insert_before(before, [total, new, past])
+        return past.outputs[0]
 
     @staticmethod
     def _match(node: ir.Node):

@@ -48,6 +48,7 @@ class SequenceState:
     neuron_stats: list[ort.OrtValue]  # GLASS prefill state (empty for dense artifacts)
     kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
     compact: dict | None = None  # fast layout: the kept neurons' FFN weights, gathered once per prompt
+    capacity: int | None = None  # set when ``past`` are fixed-size buffers the graph appends to in place
 
 
 def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
@@ -117,16 +118,20 @@ class Decoder:
     def _value(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
 
-    def new_state(self, batch: int = 1) -> SequenceState:
+    def new_state(self, batch: int = 1, capacity: int | None = None) -> SequenceState:
+        """A fresh batch. With ``capacity`` (the most tokens it will hold) and a graph that allows it (manifest
+        ``kv_buffers``: GroupQueryAttention), the KV cache is allocated once and extended in place, not copied into
+        a new tensor every step."""
         kv_heads, head_dim = self.model["num_kv_heads"], self.model["head_dim"]
-        empty = np.zeros((batch, kv_heads, 0, head_dim), dtype=np.float32)
         stats = [self._value(np.zeros((batch, self.model["intermediate_size"]), np.float32)) for _ in self.state_in]
-        return SequenceState(
-            attention_mask=np.zeros((batch, 0), np.int64),
-            past=[self._value(empty) for _ in self.past_names],
-            neuron_stats=stats,
-            kept=[],
-        )
+        if capacity and self.manifest.get("kv_buffers"):
+            shape = [batch, kv_heads, capacity, head_dim]
+            past = [ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0) for _ in self.past_names]
+        else:
+            capacity = None
+            past = [self._value(np.zeros((batch, kv_heads, 0, head_dim), dtype=np.float32)) for _ in self.past_names]
+        return SequenceState(attention_mask=np.zeros((batch, 0), np.int64), past=past, neuron_stats=stats, kept=[],
+                             capacity=capacity)
 
     # -- calls -------------------------------------------------------------------------------------------
     def _step(self, session, state: SequenceState, input_ids: np.ndarray, new_mask: np.ndarray,
@@ -138,6 +143,9 @@ class Decoder:
             raise GlassError("this artifact's GroupQueryAttention takes multi-token steps after the prompt on batch 1 "
                              "only; step the batch one token at a time, or export with --attention onnx")
         mask = np.concatenate([state.attention_mask, new_mask.astype(np.int64)], axis=1)
+        if state.capacity and mask.shape[1] > state.capacity:
+            raise GlassError(f"this sequence was given room for {state.capacity} tokens and would reach "
+                             f"{mask.shape[1]}; create its state with a larger capacity")
         # left padding: positions count only real tokens
         positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
         binding = session.io_binding()
@@ -148,13 +156,20 @@ class Decoder:
             binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
         for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
             binding.bind_ortvalue_input(name, value)
-        for name in [io["logits"], *self.present_names, *outputs]:
+        binding.bind_output(io["logits"], self.device)
+        for name, value in zip(self.present_names, state.past):
+            if state.capacity:  # GroupQueryAttention appends to the buffer it reads: past and present are one
+                binding.bind_ortvalue_output(name, value)
+            else:
+                binding.bind_output(name, self.device)
+        for name in outputs:
             binding.bind_output(name, self.device)
         session.run_with_iobinding(binding)
         values = binding.get_outputs()
         n = len(self.present_names)
         state.attention_mask = mask
-        state.past = list(values[1 : 1 + n])
+        if not state.capacity:
+            state.past = list(values[1 : 1 + n])
         return values[0].numpy(), list(values[1 + n :])
 
     def _overrides(self, overrides: dict | None) -> dict:

@@ -92,7 +92,7 @@ class Generator:
         sampler = Sampler(sampling)
         eos = set() if ignore_eos else set(self.codec.eos_token_ids)
         decoder = self.decoder
-        state = decoder.new_state(batch=1)
+        state = decoder.new_state(batch=1, capacity=len(prompt_ids) + max_new_tokens)
         ids = np.asarray([prompt_ids], dtype=np.int64)
         chunk = prefill_chunk or len(prompt_ids)
 

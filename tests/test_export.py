@@ -103,3 +103,30 @@ def test_artifact_layout_and_manifest(tiny_dense):
     graph = onnx.load(tiny_dense / "model.onnx", load_external_data=False).graph
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_kv_buffers_extended_in_place_give_the_same_logits(tiny_dense, batch):
+    """A state with capacity binds one fixed cache buffer per layer as both past and present."""
+    from glass_onnx.runtime import load_manifest
+    from glass_onnx.runtime.decoder import open_decoder
+
+    assert load_manifest(tiny_dense)["kv_buffers"]
+    decoder = open_decoder(tiny_dense)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(3, 400, (batch, 9))
+    mask = np.ones_like(ids)
+    mask[0, :2] = 0  # left padding in the first row
+    growing, buffered = decoder.new_state(batch), decoder.new_state(batch, capacity=20)
+    assert buffered.capacity == 20 and buffered.past[0].shape()[2] == 20
+    chunks = [5] if batch == 1 else []  # GroupQueryAttention takes multi-token steps after the first on batch 1 only
+    for part, part_mask in zip(np.array_split(ids, chunks, axis=1), np.array_split(mask, chunks, axis=1)):
+        a, b = decoder.prefill(growing, part, part_mask), decoder.prefill(buffered, part, part_mask)
+        assert np.abs(a - b)[part_mask.astype(bool)].max() < 1e-5
+    for _ in range(6):
+        token = a[:, -1:].argmax(-1)
+        a, b = decoder.decode(growing, token), decoder.decode(buffered, token)
+        assert np.abs(a - b).max() < 1e-5
+    if batch == 1:
+        with pytest.raises(Exception, match="room for 20 tokens"):
+            decoder.decode(buffered, np.ones((1, 6), np.int64))
