@@ -47,8 +47,9 @@ class SequenceState:
     past: list[ort.OrtValue]  # key, value per layer, in manifest order
     neuron_stats: list[ort.OrtValue]  # GLASS prefill state (empty for dense artifacts)
     kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
-    compact: dict | None = None  # fast layout: the kept neurons' FFN weights, gathered once per prompt
+    compact: dict | None = None  # decode's extra inputs, built once per prompt: kept neurons or their FFN weights
     capacity: int | None = None  # set when ``past`` are fixed-size buffers the graph appends to in place
+    binding: tuple | None = None  # (session, extra inputs, IOBinding) of the last decode step, for reuse
 
 
 def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
@@ -148,14 +149,21 @@ class Decoder:
                              f"{mask.shape[1]}; create its state with a larger capacity")
         # left padding: positions count only real tokens
         positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
-        binding = session.io_binding()
         io = self.io
+        # decode steps with fixed cache buffers and the same extra inputs reuse one binding: only ids, mask and
+        # positions change
+        reused = state.capacity and state.binding is not None and state.binding[0] is session and \
+            state.binding[1] is inputs
+        binding = state.binding[2] if reused else session.io_binding()
         binding.bind_ortvalue_input(io["input_ids"], self._value(input_ids.astype(np.int64)))
         binding.bind_ortvalue_input(io["attention_mask"], self._value(mask))
         if io.get("position_ids"):
             binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
-        for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
-            binding.bind_ortvalue_input(name, value)
+        if not reused:
+            for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
+                binding.bind_ortvalue_input(name, value)
+            state.binding = (session, inputs, binding) if state.capacity and inputs is not None else None
+        binding.clear_binding_outputs()
         binding.bind_output(io["logits"], self.device)
         for name, value in zip(self.present_names, state.past):
             if state.capacity:  # GroupQueryAttention appends to the buffer it reads: past and present are one
@@ -186,6 +194,7 @@ class Decoder:
                                     self.state_out + self.handoff_out)
         if self.glass:
             state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
+        state.compact = None  # the kept sets may have changed
         return logits
 
     def _require_prefill(self, state: SequenceState) -> None:
@@ -195,8 +204,9 @@ class Decoder:
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
         """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
         self._require_prefill(state)
-        logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids),
-                               dict(zip(self.handoff_in, state.kept)))
+        if state.compact is None:
+            state.compact = dict(zip(self.handoff_in, state.kept))
+        logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids), state.compact)
         return logits
 
     def kept_neurons(self, state: SequenceState) -> list[np.ndarray]:
