@@ -144,18 +144,17 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
 
 def _fast_ffn_weights(ffn_weights: list[dict], hidden_panel: int) -> dict:
     """The full FFN weights as the fast layout binds them for prefill and gathers its compact panels from, by
-    name: gate and up transposed [I, H], down in panels of ``hidden_panel`` hidden units [H / h, I, h]."""
+    name: gate and up transposed, stacked [2I, H]; down in panels of ``hidden_panel`` hidden units [H / h, I, h]."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import ffn_inputs, glass_graphs
+    from glass_onnx.passes import glass_graphs
 
     out = {}
     for layer, removed in enumerate(ffn_weights):
-        gate, up, down = (removed[t].const_value.numpy() for t in (ffn_inputs.FFN_GATE, ffn_inputs.FFN_UP,
-                                                                    ffn_inputs.FFN_DOWN))
+        gate, up, down = (removed[part].const_value.numpy() for part in ("gate", "up", "down"))
         size, hidden = down.shape
         panels = down.reshape(size, hidden // hidden_panel, hidden_panel).transpose(1, 0, 2)
-        for template, array in ((glass_graphs.FULL_GATE, gate.T), (glass_graphs.FULL_UP, up.T),
+        for template, array in ((glass_graphs.FULL_GATE_UP, np.concatenate([gate.T, up.T])),
                                 (glass_graphs.FULL_DOWN, panels)):
             name = template.format(layer=layer)
             out[name] = ir.tensor(np.ascontiguousarray(array), name=name)
@@ -170,18 +169,16 @@ def _fast_layout(stored: dict, layers: int) -> dict:
     entries = []
     for layer in range(layers):
         entry = {}
-        for part, template in (("gate", glass_graphs.FULL_GATE), ("up", glass_graphs.FULL_UP),
-                               ("down", glass_graphs.FULL_DOWN)):
+        for part, template in (("gate_up", glass_graphs.FULL_GATE_UP), ("down", glass_graphs.FULL_DOWN)):
             tensor = stored[template.format(layer=layer)]
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
         entries.append(entry)
     return {
         "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
-        "io": {"ffn_gate": ffn_inputs.FFN_GATE, "ffn_up": ffn_inputs.FFN_UP, "ffn_down": ffn_inputs.FFN_DOWN,
-               "ffn_gate_t": ffn_inputs.FFN_GATE_T, "ffn_up_t": ffn_inputs.FFN_UP_T, "ffn_z": ffn_inputs.FFN_Z,
-               "full_gate": glass_graphs.FULL_GATE, "full_up": glass_graphs.FULL_UP,
-               "full_down": glass_graphs.FULL_DOWN, "token_mask": glass_graphs.TOKEN_MASK,
-               "panel_width": glass_graphs.PANEL_WIDTH},
+        "io": {"ffn_gate_up": ffn_inputs.FFN_GATE_UP, "ffn_down": ffn_inputs.FFN_DOWN,
+               "ffn_gate_up_t": ffn_inputs.FFN_GATE_UP_T, "ffn_z": ffn_inputs.FFN_Z,
+               "full_gate_up": glass_graphs.FULL_GATE_UP, "full_down": glass_graphs.FULL_DOWN,
+               "token_mask": glass_graphs.TOKEN_MASK, "panel_width": glass_graphs.PANEL_WIDTH},
         "ffn_weights": entries,
     }
 

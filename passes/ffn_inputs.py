@@ -5,15 +5,14 @@ ONNX Runtime prepacks only the constant attention and lm_head weights, once, and
 by the runtime, memory-mapped from the weights file.
 
 A matmul whose weights are an input, not a constant, loses ONNX Runtime's prepacked layout: it re-packs the
-weights on every call. Each FFN therefore has two paths, and a runtime binds one and leaves the other empty
-(width 0, which costs a few empty nodes):
-- decode, ``ffn.{layer}.*``: the compact weights in panels [panels, K, width] (each panel a contiguous [K, 32]
+weights on every call. The gate and up projections (fused into one matmul) therefore have two paths, and a
+runtime binds one and leaves the other empty (width 0: a few nodes that do no work):
+- decode, ``ffn.{layer}.gate_up``: the compact weights in panels [panels, H, 32] (each panel a contiguous [H, 32]
   block), streamed once per token like prepacked constants;
-- prefill, ``ffn_t.{layer}.gate|up``: the full gate and up weights transposed, [I, H], multiplied as the left
-  operand (W x^T), which reads them in place instead of re-packing them for every prompt chunk.
-The down projection has one path: prefill binds the full down weights in panels, decode the compact ones, and its
-input is the concatenation of the two paths' activations (one of them empty).
-BENCHMARKS.md has the measurements behind both.
+- prefill, ``ffn_t.{layer}.gate_up``: the full weights transposed, [2I, H], multiplied as the left operand
+  (W x^T), which reads them in place instead of re-packing them for every prompt chunk.
+The down projection has one path, in panels: prefill binds the full weights, decode the compact ones; its input
+is the concatenation of the two paths' activations (one of them empty). BENCHMARKS.md has the measurements.
 """
 
 from __future__ import annotations
@@ -24,22 +23,26 @@ import onnx_ir as ir
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.io_names import tensor_value
 
-FFN_GATE = "ffn.{layer}.gate"  # [ffn_batch, panels, H, panel_width]: ffn_batch 1 (shared) or batch (one per sequence)
-FFN_UP = "ffn.{layer}.up"  # [ffn_batch, panels, H, panel_width]
-FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, hidden_panels, width, hidden_panel_width]
-FFN_GATE_T = "ffn_t.{layer}.gate"  # [width, H]: prefill's (full) weights, transposed
-FFN_UP_T = "ffn_t.{layer}.up"  # [width, H]
+# [ffn_batch, 1, 2k / width, H, width]: gate panels then up panels; ffn_batch 1 (shared) or batch (per sequence)
+FFN_GATE_UP = "ffn.{layer}.gate_up"
+FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, H / h, width, h]: down weights in panels of h hidden units
+FFN_GATE_UP_T = "ffn_t.{layer}.gate_up"  # [2 * width, H]: gate rows then up rows (the weights transposed)
 FFN_Z = "ffn.{layer}.z"  # [batch, sequence, width]: act(gate) * up, the down projection's input
 
 
-class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
-    """Replaces each gated FFN's three weight initializers with two sets of graph inputs (module docstring) and
-    exposes its activations.
+def _const(name: str, values) -> ir.Node:
+    return ir.node("Constant", [], attributes={"value": ir.tensor(np.array(values, np.int64))}, name=name)
 
-    Guarantees: bound to the full weights (gate, up transposed; down in panels) with the gate/up panels empty,
+
+class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
+    """Replaces each gated FFN's three weight initializers with graph inputs (module docstring) and exposes its
+    activations.
+
+    Guarantees: bound to the full weights (gate/up transposed, down in panels) with the gate/up panels empty,
     every original output is unchanged; bound to panels of a subset of neurons (as compact.onnx builds them) with
-    the transposed inputs empty, the FFN is the dense FFN restricted to them. Adds output ``ffn.{layer}.z``.
-    Returns the removed initializers in ``self.weights`` (layer -> dict) so the caller can store them re-laid.
+    the transposed input empty, the FFN is the dense FFN restricted to them. Adds output ``ffn.{layer}.z``.
+    Returns the removed initializers in ``self.weights`` (layer -> {"gate", "up", "down"}) so the caller can store
+    them laid out for these inputs.
     """
 
     def __init__(self):
@@ -49,44 +52,54 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         ffns = find_gated_ffns(graph)
-        rows_shape = self._rows_shape(graph, ffns[0].nodes[0]) if ffns else None
+        if not ffns:
+            return ir.passes.PassResult(model, modified=False)
+        rows_shape = self._rows_shape(graph, ffns[0].nodes[0])
         for ffn in ffns:
             hidden, dtype = ffn.w_gate.shape[0], ffn.w_gate.dtype
+            prefix = f"glass/layers.{ffn.layer}"
             z_t = self._transposed_gating(graph, ffn, hidden, rows_shape)
-            inputs = {template: tensor_value(template.format(layer=ffn.layer), dtype, shape) for template, shape in (
-                (FFN_GATE, ["ffn_batch", "panels", hidden, "panel_width"]),
-                (FFN_UP, ["ffn_batch", "panels", hidden, "panel_width"]),
-                (FFN_DOWN, ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"]))}
-            graph.inputs.extend(inputs.values())
-            for template, matmul in ((FFN_GATE, ffn.nodes[0]), (FFN_UP, ffn.nodes[1])):
-                y = self._panel_matmul(graph, matmul, matmul.inputs[0], inputs[template], rows_shape)
-                ir.convenience.replace_all_uses_with(matmul.outputs[0], y)
+            gate_up = tensor_value(FFN_GATE_UP.format(layer=ffn.layer), dtype,
+                                   ["ffn_batch", 1, "gate_up_panels", hidden, "panel_width"])
+            down = tensor_value(FFN_DOWN.format(layer=ffn.layer), dtype,
+                                ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"])
+            graph.inputs.extend([gate_up, down])
+            # [B, S, 1, 1, H] x [fb, 1, 2k/w, H, w] -> [B, S, 2k/w, 1, w]: already in row order, no transpose
+            axes = _const(f"{prefix}/gate_up_axes", [2, 3])
+            rows = ir.node("Unsqueeze", [ffn.x, axes.outputs[0]], name=f"{prefix}/gate_up/Unsqueeze")
+            product = ir.node("MatMul", [rows.outputs[0], gate_up], name=f"{prefix}/gate_up/MatMul")
+            flat = ir.node("Reshape", [product.outputs[0], rows_shape], name=f"{prefix}/gate_up/Reshape")
+            split = ir.node("Split", [flat.outputs[0]], attributes={"axis": -1, "num_outputs": 2}, num_outputs=2,
+                            name=f"{prefix}/gate_up/Split")
+            graph.insert_before(ffn.nodes[0], [axes, rows, product, flat, split])
+            for old, new in zip((ffn.nodes[0].outputs[0], ffn.nodes[1].outputs[0]), split.outputs):
+                new.dtype, new.shape = old.dtype, old.shape
+                ir.convenience.replace_all_uses_with(old, new)
             # one of the two is empty: the decode path's [B, S, k] or the prefill path's [B, S, I]
-            z = ir.node("Concat", [ffn.z, z_t], attributes={"axis": -1}, name=f"glass/layers.{ffn.layer}/ffn_z")
+            z = ir.node("Concat", [ffn.z, z_t], attributes={"axis": -1}, name=f"{prefix}/ffn_z")
             z.outputs[0].name = FFN_Z.format(layer=ffn.layer)
             z.outputs[0].dtype, z.outputs[0].shape = ffn.z.dtype, ir.Shape(["batch", "sequence", "ffn_width"])
             graph.insert_before(ffn.nodes[-1], z)
             graph.outputs.append(z.outputs[0])
-            y = self._panel_matmul(graph, ffn.nodes[-1], z.outputs[0], inputs[FFN_DOWN], rows_shape)
+            y = self._panel_matmul(graph, ffn.nodes[-1], z.outputs[0], down, rows_shape)
             ir.convenience.replace_all_uses_with(ffn.output, y)
-            self.weights.append({FFN_GATE: ffn.w_gate, FFN_UP: ffn.w_up, FFN_DOWN: ffn.w_down})
-        return ir.passes.PassResult(model, modified=bool(ffns))
+            self.weights.append({"gate": ffn.w_gate, "up": ffn.w_up, "down": ffn.w_down})
+        return ir.passes.PassResult(model, modified=True)
 
     @staticmethod
     def _transposed_gating(graph: ir.Graph, ffn: GatedFFN, hidden: int, rows_shape: ir.Value) -> ir.Value:
-        """act(Wg^T x^T) * (Wu^T x^T) on the transposed weight inputs, as rows [B, S, width]."""
+        """act(Wg^T x^T) * (Wu^T x^T) on the transposed weight input, as rows [B, S, width]."""
         prefix = f"glass/layers.{ffn.layer}/prefill_gating"
-        weights = [tensor_value(FFN_GATE_T.format(layer=ffn.layer), ffn.w_gate.dtype, ["ffn_width_t", hidden]),
-                   tensor_value(FFN_UP_T.format(layer=ffn.layer), ffn.w_up.dtype, ["ffn_width_t", hidden])]
-        graph.inputs.extend(weights)
-        flat = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([-1, hidden], np.int64))})
+        weights = tensor_value(FFN_GATE_UP_T.format(layer=ffn.layer), ffn.w_gate.dtype, ["gate_up_width_t", hidden])
+        graph.inputs.append(weights)
+        flat = _const(f"{prefix}/flat", [-1, hidden])
         rows = ir.node("Reshape", [ffn.x, flat.outputs[0]])  # [B*S, H]
         columns = ir.node("Transpose", [rows.outputs[0]], attributes={"perm": [1, 0]})  # [H, B*S]
-        gate = ir.node("MatMul", [weights[0], columns.outputs[0]])
-        up = ir.node("MatMul", [weights[1], columns.outputs[0]])
-        nodes = [flat, rows, columns, gate, up]
+        product = ir.node("MatMul", [weights, columns.outputs[0]])  # [2 * width, B*S]
+        split = ir.node("Split", [product.outputs[0]], attributes={"axis": 0, "num_outputs": 2}, num_outputs=2)
+        nodes = [flat, rows, columns, product, split]
         # the FFN's own activation and gating, cloned onto the transposed path
-        renamed = {ffn.nodes[0].outputs[0]: gate.outputs[0], ffn.nodes[1].outputs[0]: up.outputs[0]}
+        renamed = {ffn.nodes[0].outputs[0]: split.outputs[0], ffn.nodes[1].outputs[0]: split.outputs[1]}
         inner = set(ffn.nodes[2:-1])
         for node in [n for n in graph if n in inner]:
             copy = ir.node(node.op_type, [renamed.get(v, v) for v in node.inputs], attributes=dict(node.attributes),
@@ -97,7 +110,7 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
         z = ir.node("Reshape", [z_rows.outputs[0], rows_shape])
         nodes += [z_rows, z]
         for i, node in enumerate(nodes):
-            node.name = f"{prefix}/{node.op_type}_{i}"
+            node.name = node.name or f"{prefix}/{node.op_type}_{i}"
         graph.insert_before(ffn.nodes[-1], nodes)
         z.outputs[0].dtype = ffn.z.dtype
         return z.outputs[0]
@@ -105,10 +118,8 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
     @staticmethod
     def _rows_shape(graph: ir.Graph, before: ir.Node) -> ir.Value:
         """[batch, sequence, -1], from the first FFN input's shape, for folding panels back into rows."""
-        x = before.inputs[0]
-        shape = ir.node("Shape", [x], attributes={"start": 0, "end": 2}, name="glass/ffn_rows/Shape")
-        rest = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([-1], np.int64))},
-                       name="glass/ffn_rows/rest")
+        shape = ir.node("Shape", [before.inputs[0]], attributes={"start": 0, "end": 2}, name="glass/ffn_rows/Shape")
+        rest = _const("glass/ffn_rows/rest", [-1])
         rows = ir.node("Concat", [shape.outputs[0], rest.outputs[0]], attributes={"axis": 0},
                        name="glass/ffn_rows/Concat")
         rows.outputs[0].name = "glass.ffn_rows_shape"
@@ -118,14 +129,13 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
     @staticmethod
     def _panel_matmul(graph: ir.Graph, matmul: ir.Node, x: ir.Value, panels: ir.Value, rows_shape: ir.Value) -> ir.Value:
         """MatMul(x [B, S, K], W [K, N]) -> Reshape(Transpose(MatMul(x[:, None], panels [fb, N/w, K, w]))), placed
-        where ``matmul`` is."""
+        where ``matmul`` is. The prompt's rows share each panel, read once, as one [S, K] x [K, w] product."""
         name = panels.name
-        axis = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([1], np.int64))}, name=f"{name}/axis")
+        axis = _const(f"{name}/axis", [1])
         rows = ir.node("Unsqueeze", [x, axis.outputs[0]], name=f"{name}/Unsqueeze")  # [B, 1, S, K]
         product = ir.node("MatMul", [rows.outputs[0], panels], name=f"{name}/MatMul")  # [B, N/w, S, w]
         by_row = ir.node("Transpose", [product.outputs[0]], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/Transpose")
         out = ir.node("Reshape", [by_row.outputs[0], rows_shape], name=f"{name}/Reshape")  # [B, S, N]
         graph.insert_before(matmul, [axis, rows, product, by_row, out])
-        old = matmul.outputs[0]
-        out.outputs[0].dtype, out.outputs[0].shape = old.dtype, old.shape
+        out.outputs[0].dtype, out.outputs[0].shape = matmul.outputs[0].dtype, matmul.outputs[0].shape
         return out.outputs[0]

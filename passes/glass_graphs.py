@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from glass_onnx.passes import glass_ops
-from glass_onnx.passes.ffn_inputs import FFN_DOWN, FFN_GATE, FFN_UP, FFN_Z
+from glass_onnx.passes.ffn_inputs import FFN_DOWN, FFN_GATE_UP, FFN_Z
 from glass_onnx.passes.io_names import (
     KEPT_NEURONS,
     PAST_NEURON_STATS,
@@ -19,7 +19,7 @@ from glass_onnx.passes.io_names import (
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 
 TOKEN_MASK = "token_mask"  # [batch, sequence] int64: the attention mask's columns of this chunk
-FULL_GATE, FULL_UP, FULL_DOWN = "ffn_full.{layer}.gate", "ffn_full.{layer}.up", "ffn_full.{layer}.down"
+FULL_GATE_UP, FULL_DOWN = "ffn_full.{layer}.gate_up", "ffn_full.{layer}.down"  # as the decoder's prefill binds
 PANEL_WIDTH = "glass.panel_width"  # [1] int64, divides k: kept neurons per gate/up panel
 
 
@@ -54,25 +54,21 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
 
 
 def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
-    """Inputs ffn_full.{l}.gate|up [I, H] and ffn_full.{l}.down [H / h, I, h] (the full weights the decoder binds
-    for prefill), kept_neurons.{l}, and the panel width; outputs the compact ffn.{l}.gate|up
-    [batch, k / width, H, width] and ffn.{l}.down [batch, H / h, k, h] that the decoder binds for decode."""
+    """Inputs ffn_full.{l}.gate_up [2I, H] and ffn_full.{l}.down [H / h, I, h] (the full weights the decoder binds
+    for prefill), kept_neurons.{l}, and the panel width; outputs the compact ffn.{l}.gate_up
+    [batch, 1, 2k / width, H, width] and ffn.{l}.down [batch, H / h, k, h] that the decoder binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     width = tensor_value(PANEL_WIDTH, I64, [1])
-    graph = ir.Graph([width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},
-                     name="glass_compact")
+    graph = ir.Graph([width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
     tape = ir.tape.Tape(graph)
     for layer in range(layers):
-        full = [tensor_value(FULL_GATE.format(layer=layer), F, [size, hidden]),
-                tensor_value(FULL_UP.format(layer=layer), F, [size, hidden]),
+        full = [tensor_value(FULL_GATE_UP.format(layer=layer), F, [2 * size, hidden]),
                 tensor_value(FULL_DOWN.format(layer=layer), F, ["hidden_panels", size, "hidden_panel_width"])]
         kept = tensor_value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
-        panels = ["batch", "panels", hidden, "panel_width"]
-        outs = [tensor_value(FFN_GATE.format(layer=layer), F, panels),
-                tensor_value(FFN_UP.format(layer=layer), F, panels),
+        outs = [tensor_value(FFN_GATE_UP.format(layer=layer), F, ["batch", 1, "gate_up_panels", hidden, "panel_width"]),
                 tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
-        tape.op_multi_out("GatherKeptPanels", [*full, kept, width], domain=glass_ops.DOMAIN,
-                          outputs=outs, name=f"glass/layers.{layer}/GatherKeptPanels")
+        tape.op_multi_out("GatherKeptPanels", [*full, kept, width], domain=glass_ops.DOMAIN, outputs=outs,
+                          name=f"glass/layers.{layer}/GatherKeptPanels")
         graph.inputs.extend([*full, kept])
         graph.outputs.extend(outs)
     graph.extend(tape.nodes)

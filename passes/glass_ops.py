@@ -155,17 +155,18 @@ def add_function(model: ir.Model, function) -> str:
 
 
 @script(glass, default_opset=op)
-def GatherKeptPanels(w_gate_t, w_up_t, w_down_panels, kept, width):
+def GatherKeptPanels(w_gate_up_t, w_down_panels, kept, width):
     """Compact FFN weights of the kept neurons, one set per sequence, in panels for decode.
 
-    w_gate_t, w_up_t: [I, H], the transposed gate and up weights (a neuron's weights are one contiguous row);
+    w_gate_up_t: [2I, H], the gate then the up weights transposed (a neuron's weights are contiguous rows);
     w_down_panels: [H / h, I, h], the down weights in panels of h hidden units; kept: [batch, k] int64; width: [1],
-    dividing k. Returns gate, up [batch, k / width, H, width] and down [batch, H / h, k, h]: panel j of gate holds
-    the gate columns of kept neurons j*width .. (j+1)*width - 1, contiguous, so a one-token matmul streams each
-    panel once, as ONNX Runtime does with prepacked constant weights.
+    dividing k. Returns gate_up [batch, 1, 2k / width, H, width] (gate panels, then up panels) and down
+    [batch, H / h, k, h]. Panel j of gate holds the gate columns of kept neurons j*width .. (j+1)*width - 1,
+    contiguous, so a one-token matmul streams each panel once, as ONNX Runtime does with prepacked constants.
     """
-    groups = op.Concat(op.Constant(value_ints=[0, -1]), width, op.Shape(w_gate_t, start=1), axis=0)
-    gate = op.Transpose(op.Reshape(op.Gather(w_gate_t, kept, axis=0), groups), perm=[0, 1, 3, 2])
-    up = op.Transpose(op.Reshape(op.Gather(w_up_t, kept, axis=0), groups), perm=[0, 1, 3, 2])
+    size = op.Div(op.Shape(w_gate_up_t, start=0, end=1), op.Constant(value_ints=[2]))
+    rows = op.Gather(w_gate_up_t, op.Concat(kept, kept + size, axis=-1), axis=0)  # [batch, 2k, H]
+    groups = op.Concat(op.Constant(value_ints=[0, -1]), width, op.Shape(w_gate_up_t, start=1), axis=0)
+    gate_up = op.Unsqueeze(op.Transpose(op.Reshape(rows, groups), perm=[0, 1, 3, 2]), [1])
     down = op.Transpose(op.Gather(w_down_panels, kept, axis=1), perm=[1, 0, 2, 3])
-    return gate, up, down
+    return gate_up, down

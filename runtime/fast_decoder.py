@@ -33,33 +33,32 @@ class FastDecoder(Decoder):
     def _open_sessions(self, threads: int | None) -> None:
         fast = self.manifest["fast"]
         io, n = fast["io"], self.model["num_layers"]
-        if "ffn_gate_t" not in io:
+        if "ffn_gate_up" not in io:
             raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx; compile it again")
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
         self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
         self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
         self.prefill_session = self.decode_session = self.decoder_session
-        self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate", "ffn_up", "ffn_down")]
-        self.ffn_t_inputs = [layer_names(io[part], n) for part in ("ffn_gate_t", "ffn_up_t")]
-        self.full_inputs = [layer_names(io[part], n) for part in ("full_gate", "full_up", "full_down")]
+        self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate_up", "ffn_down")]
+        self.ffn_t_inputs = [layer_names(io["ffn_gate_up_t"], n)]
+        self.full_inputs = [layer_names(io[part], n) for part in ("full_gate_up", "full_down")]
         self.ffn_z = layer_names(io["ffn_z"], n)
         self.token_mask = io["token_mask"]
         self.panel_width = io["panel_width"]
         self._check_fast_sessions()
         weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
-        # per layer: gate and up transposed [I, H], down in panels [H / h, I, h]; views of the weights file
+        # per layer: gate and up transposed [2I, H], down in panels [H / h, I, h]; views of the weights file
         full = [[np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
-                 .reshape(entry[p]["shape"]) for p in ("gate", "up", "down")] for entry in fast["ffn_weights"]]
+                 .reshape(entry[p]["shape"]) for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
         self.full_values = [[self._value(w) for w in layer] for layer in full]
         hidden = self.model["hidden_size"]
         # the unused gate/up path of each call gets width 0 (passes/ffn_inputs.py)
-        no_panels = [self._value(np.zeros([1, 1, hidden, 0], np.float32)) for _ in range(2)]
-        no_rows = [self._value(np.zeros([0, hidden], np.float32)) for _ in range(2)]
-        full_down = [[self._value(layer[2][None])] for layer in full]
-        self.prefill_ffn = {**self._by_name(self.ffn_t_inputs, [layer[:2] for layer in self.full_values]),
-                            **self._by_name(self.ffn_inputs[:2], [no_panels] * n),
-                            **self._by_name(self.ffn_inputs[2:], full_down)}
-        self.decode_ffn_t = self._by_name(self.ffn_t_inputs, [no_rows] * n)
+        no_panels = self._value(np.zeros([1, 1, 0, hidden, 1], np.float32))
+        no_rows = self._value(np.zeros([0, hidden], np.float32))
+        self.prefill_ffn = {**self._by_name(self.ffn_t_inputs, [[layer[0]] for layer in self.full_values]),
+                            **self._by_name(self.ffn_inputs, [[no_panels, self._value(layer[1][None])]
+                                                              for layer in full])}
+        self.decode_ffn_t = self._by_name(self.ffn_t_inputs, [[no_rows]] * n)
 
     @staticmethod
     def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
