@@ -23,7 +23,7 @@ import onnx_ir as ir
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.io_names import tensor_value
 
-# [ffn_batch, 1, 2k / width, H, width]: gate panels then up panels; ffn_batch 1 (shared) or batch (per sequence)
+# [ffn_batch, 2k / width, H, width]: gate panels then up panels; ffn_batch 1 (shared) or batch (per sequence)
 FFN_GATE_UP = "ffn.{layer}.gate_up"
 FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, H / h, width, h]: down weights in panels of h hidden units
 FFN_GATE_UP_T = "ffn_t.{layer}.gate_up"  # [2 * width, H]: gate rows then up rows (the weights transposed)
@@ -60,18 +60,14 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
             prefix = f"glass/layers.{ffn.layer}"
             z_t = self._transposed_gating(graph, ffn, hidden, rows_shape)
             gate_up = tensor_value(FFN_GATE_UP.format(layer=ffn.layer), dtype,
-                                   ["ffn_batch", 1, "gate_up_panels", hidden, "panel_width"])
+                                   ["ffn_batch", "gate_up_panels", hidden, "panel_width"])
             down = tensor_value(FFN_DOWN.format(layer=ffn.layer), dtype,
                                 ["ffn_batch", "hidden_panels", "ffn_width", "hidden_panel_width"])
             graph.inputs.extend([gate_up, down])
-            # [B, S, 1, 1, H] x [fb, 1, 2k/w, H, w] -> [B, S, 2k/w, 1, w]: already in row order, no transpose
-            axes = _const(f"{prefix}/gate_up_axes", [2, 3])
-            rows = ir.node("Unsqueeze", [ffn.x, axes.outputs[0]], name=f"{prefix}/gate_up/Unsqueeze")
-            product = ir.node("MatMul", [rows.outputs[0], gate_up], name=f"{prefix}/gate_up/MatMul")
-            flat = ir.node("Reshape", [product.outputs[0], rows_shape], name=f"{prefix}/gate_up/Reshape")
-            split = ir.node("Split", [flat.outputs[0]], attributes={"axis": -1, "num_outputs": 2}, num_outputs=2,
+            flat = self._panel_matmul(graph, ffn.nodes[0], ffn.x, gate_up, rows_shape)
+            split = ir.node("Split", [flat], attributes={"axis": -1, "num_outputs": 2}, num_outputs=2,
                             name=f"{prefix}/gate_up/Split")
-            graph.insert_before(ffn.nodes[0], [axes, rows, product, flat, split])
+            graph.insert_before(ffn.nodes[0], split)
             for old, new in zip((ffn.nodes[0].outputs[0], ffn.nodes[1].outputs[0]), split.outputs):
                 new.dtype, new.shape = old.dtype, old.shape
                 ir.convenience.replace_all_uses_with(old, new)

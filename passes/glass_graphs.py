@@ -56,7 +56,7 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
 def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
     """Inputs ffn_full.{l}.gate_up [2I, H] and ffn_full.{l}.down [H / h, I, h] (the full weights the decoder binds
     for prefill), kept_neurons.{l}, and the panel width; outputs the compact ffn.{l}.gate_up
-    [batch, 1, 2k / width, H, width] and ffn.{l}.down [batch, H / h, k, h] that the decoder binds for decode."""
+    [batch, 2k / width, H, width] and ffn.{l}.down [batch, H / h, k, h] that the decoder binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     width = tensor_value(PANEL_WIDTH, I64, [1])
     graph = ir.Graph([width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
@@ -65,7 +65,7 @@ def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
         full = [tensor_value(FULL_GATE_UP.format(layer=layer), F, [2 * size, hidden]),
                 tensor_value(FULL_DOWN.format(layer=layer), F, ["hidden_panels", size, "hidden_panel_width"])]
         kept = tensor_value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
-        outs = [tensor_value(FFN_GATE_UP.format(layer=layer), F, ["batch", 1, "gate_up_panels", hidden, "panel_width"]),
+        outs = [tensor_value(FFN_GATE_UP.format(layer=layer), F, ["batch", "gate_up_panels", hidden, "panel_width"]),
                 tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
         tape.op_multi_out("GatherKeptPanels", [*full, kept, width], domain=glass_ops.DOMAIN, outputs=outs,
                           name=f"glass/layers.{layer}/GatherKeptPanels")

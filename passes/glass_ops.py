@@ -160,13 +160,13 @@ def GatherKeptPanels(w_gate_up_t, w_down_panels, kept, width):
 
     w_gate_up_t: [2I, H], the gate then the up weights transposed (a neuron's weights are contiguous rows);
     w_down_panels: [H / h, I, h], the down weights in panels of h hidden units; kept: [batch, k] int64; width: [1],
-    dividing k. Returns gate_up [batch, 1, 2k / width, H, width] (gate panels, then up panels) and down
+    dividing k. Returns gate_up [batch, 2k / width, H, width] (gate panels, then up panels) and down
     [batch, H / h, k, h]. Panel j of gate holds the gate columns of kept neurons j*width .. (j+1)*width - 1,
     contiguous, so a one-token matmul streams each panel once, as ONNX Runtime does with prepacked constants.
     """
     size = op.Div(op.Shape(w_gate_up_t, start=0, end=1), op.Constant(value_ints=[2]))
     rows = op.Gather(w_gate_up_t, op.Concat(kept, kept + size, axis=-1), axis=0)  # [batch, 2k, H]
     groups = op.Concat(op.Constant(value_ints=[0, -1]), width, op.Shape(w_gate_up_t, start=1), axis=0)
-    gate_up = op.Unsqueeze(op.Transpose(op.Reshape(rows, groups), perm=[0, 1, 3, 2]), [1])
+    gate_up = op.Transpose(op.Reshape(rows, groups), perm=[0, 1, 3, 2])
     down = op.Transpose(op.Gather(w_down_panels, kept, axis=1), perm=[1, 0, 2, 3])
     return gate_up, down

@@ -53,7 +53,7 @@ class FastDecoder(Decoder):
         self.full_values = [[self._value(w) for w in layer] for layer in full]
         hidden = self.model["hidden_size"]
         # the unused gate/up path of each call gets width 0 (passes/ffn_inputs.py)
-        no_panels = self._value(np.zeros([1, 1, 0, hidden, 1], np.float32))
+        no_panels = self._value(np.zeros([1, 0, hidden, 1], np.float32))
         no_rows = self._value(np.zeros([0, hidden], np.float32))
         self.prefill_ffn = {**self._by_name(self.ffn_t_inputs, [[layer[0]] for layer in self.full_values]),
                             **self._by_name(self.ffn_inputs, [[no_panels, self._value(layer[1][None])]

@@ -143,11 +143,11 @@ def test_gather_kept_panels_matches_numpy():
     kept = np.stack([rng.choice(i, k, replace=False) for _ in range(2)]).astype(np.int64)
     down_panels = wd.reshape(i, h // hidden_width, hidden_width).transpose(1, 0, 2).copy()
     gate_up, down = run_function(glass_ops.GatherKeptPanels, np.concatenate([wg.T, wu.T]), down_panels, kept,
-                                 np.array([width]), rank=5, outputs=2)
-    assert gate_up.shape == (2, 1, 2 * k // width, h, width) and down.shape == (2, h // hidden_width, k, hidden_width)
+                                 np.array([width]), rank=4, outputs=2)
+    assert gate_up.shape == (2, 2 * k // width, h, width) and down.shape == (2, h // hidden_width, k, hidden_width)
     for b in range(2):
         for j in range(k // width):
-            np.testing.assert_array_equal(gate_up[b, 0, j], wg[:, kept[b, j * width:(j + 1) * width]])
-            np.testing.assert_array_equal(gate_up[b, 0, k // width + j], wu[:, kept[b, j * width:(j + 1) * width]])
+            np.testing.assert_array_equal(gate_up[b, j], wg[:, kept[b, j * width:(j + 1) * width]])
+            np.testing.assert_array_equal(gate_up[b, k // width + j], wu[:, kept[b, j * width:(j + 1) * width]])
         for j in range(h // hidden_width):
             np.testing.assert_array_equal(down[b, j], wd[kept[b], j * hidden_width:(j + 1) * hidden_width])
