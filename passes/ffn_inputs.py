@@ -68,8 +68,9 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
             split = ir.node("Split", [flat], attributes={"axis": -1, "num_outputs": 2}, num_outputs=2,
                             name=f"{prefix}/gate_up/Split")
             graph.insert_before(ffn.nodes[0], split)
+            flat.shape = ir.Shape(["batch", "sequence", "gate_up_width"])
             for old, new in zip((ffn.nodes[0].outputs[0], ffn.nodes[1].outputs[0]), split.outputs):
-                new.dtype, new.shape = old.dtype, old.shape
+                new.dtype, new.shape = old.dtype, ir.Shape(["batch", "sequence", "panel_ffn_width"])
                 ir.convenience.replace_all_uses_with(old, new)
             # one of the two is empty: the decode path's [B, S, k] or the prefill path's [B, S, I]
             z = ir.node("Concat", [ffn.z, z_t], attributes={"axis": -1}, name=f"{prefix}/ffn_z")
