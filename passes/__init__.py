@@ -1,8 +1,8 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
-Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PackQKVPass``, ``SkipRMSNormPass``,
-``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``, ``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN
-finder (``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
+Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``AccumulateNeuronStatsPass``,
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN finder (``find_gated_ffns``,
+``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
 ``fast_decoder_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
 ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names (``io_names``).
 """
@@ -19,19 +19,16 @@ from glass_onnx.passes.ffn_inputs import FFNWeightsAsInputsPass
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.glass_graphs import build_compact_model, build_select_model
 from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
-from glass_onnx.passes.pack_qkv import PackQKVPass
-from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
 
 
 def dense_pipeline(attention: str = "ort") -> ir.passes.PassManager:
-    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) ONNX Runtime's fused ops: one
-    GroupQueryAttention per layer fed by one packed q/k/v matmul, residual adds fused into the RMS norms."""
+    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer."""
     passes = [NameDynamicDimsPass()]
     if attention == "ort":
-        passes += [GroupQueryAttentionPass(), PackQKVPass(), SkipRMSNormPass(), RemoveUnusedNodesPass()]
+        passes += [GroupQueryAttentionPass(), RemoveUnusedNodesPass()]
     return ir.passes.PassManager(passes)
 
 
@@ -69,8 +66,6 @@ __all__ = [
     "CheckerPass",
     "GatedFFN",
     "GroupQueryAttentionPass",
-    "PackQKVPass",
-    "SkipRMSNormPass",
     "dense_pipeline",
     "IndexedFFNPass",
     "NameDynamicDimsPass",

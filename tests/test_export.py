@@ -75,8 +75,6 @@ def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_
     layers = tiny_model.config.num_hidden_layers
     fused = _op_counts(tiny_dense)
     assert fused["GroupQueryAttention"] == layers and fused["Attention"] == 0
-    # q/k/v packed into one matmul per layer; every residual add fused into the RMS norm after it
-    assert fused["SkipSimplifiedLayerNormalization"] == 2 * layers and fused["MatMul"] == 5 * layers + 1
     standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx", log=lambda *_: None)
     assert _op_counts(standard)["Attention"] == layers and _op_counts(standard)["GroupQueryAttention"] == 0
     assert sum(fused.values()) < sum(_op_counts(standard).values()) - 10 * layers
