@@ -2,7 +2,8 @@
 
 Variants run interleaved (A B A B ...) in one process so machine noise hits them alike; figures are medians.
 Decode tok/s = generated tokens after the first / wall time from the first token to the last, so any per-prompt
-preparation of the decode path counts. Peak RSS is measured per variant in a fresh subprocess.
+preparation of the decode path counts; that preparation (the fast layout's compact weights) is also reported
+alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -106,10 +107,18 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
                     ttft, tps = r.prefill_ms, r.decode_tokens_per_s
                 samples[name]["ttft_ms"].append(ttft)
                 samples[name]["decode_tok_s"].append(tps)
-        prefill = {}
+        prefill, prep = {}, {}
         for name, g in generators.items():
             if isinstance(g, GenaiRunner):
                 continue
+            times = []  # the once-per-prompt work before the second token (the fast layout's compact weights)
+            for _ in range(max(3, repeats // 2)):
+                state = g.decoder.new_state(capacity=prompt_len + 1)
+                g.decoder.prefill(state, np.array([prompt]))
+                t0 = time.perf_counter()
+                g.decoder.prepare_decode(state)
+                times.append((time.perf_counter() - t0) * 1e3)
+            prep[name] = round(statistics.median(times), 2)
             prefill[name] = {}
             for n in prefill_lengths:
                 ids = np.array([bench_prompt(codec, n)])
@@ -125,6 +134,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
             row = {"variant": name, "threads": threads,
                    "decode_tok_s": round(statistics.median(s["decode_tok_s"]), 2),
                    "ttft_ms": round(statistics.median(s["ttft_ms"]), 2),
+                   "decode_prep_ms": prep.get(name),
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
                    "prefill_ms_by_length": prefill.get(name)}
             if measure_rss and name in variants and provider == "cpu":
@@ -140,12 +150,13 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
 
 
 def format_table(report: dict) -> str:
-    rows = ["| variant | threads | decode tok/s | vs dense | TTFT ms | vs dense | peak RSS MB | prefill ms by prompt length |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | threads | decode tok/s | vs dense | TTFT ms | vs dense | decode prep ms | peak RSS MB | "
+            "prefill ms by prompt length |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         prefill = ", ".join(f"{n}: {ms}" for n, ms in (r.get("prefill_ms_by_length") or {}).items())
         rows.append(f"| {r['variant']} | {r['threads']} | {r['decode_tok_s']} | {r.get('decode_vs_dense', '')} | "
-                    f"{r['ttft_ms']} | {r.get('ttft_vs_dense', '')} | {r.get('peak_rss_mb', '')} | {prefill} |")
+                    f"{r['ttft_ms']} | {r.get('ttft_vs_dense', '')} | {r.get('decode_prep_ms') or ''} | "
+                    f"{r.get('peak_rss_mb', '')} | {prefill} |")
     return "\n".join(rows)
 
 

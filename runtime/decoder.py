@@ -201,11 +201,15 @@ class Decoder:
         if self.glass and not state.kept:
             raise GlassError("decode before prefill: run the prompt through prefill first")
 
-    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
-        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+    def prepare_decode(self, state: SequenceState) -> None:
+        """Everything decode needs once per prompt (the first decode call does it if not done before)."""
         self._require_prefill(state)
         if state.compact is None:
             state.compact = dict(zip(self.handoff_in, state.kept))
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+        self.prepare_decode(state)
         logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids), state.compact)
         return logits
 

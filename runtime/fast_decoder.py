@@ -112,9 +112,13 @@ class FastDecoder(Decoder):
         self.compact_session.run_with_iobinding(binding)
         return dict(zip(outputs, binding.get_outputs()))
 
-    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+    def prepare_decode(self, state: SequenceState) -> None:
+        """Gather the kept neurons' weights for decode (the first decode call does it if not done before)."""
         self._require_prefill(state)
         if state.compact is None:
             state.compact = {**self._compact(state), **self.decode_ffn_t}
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        self.prepare_decode(state)
         logits, _ = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), state.compact)
         return logits
