@@ -30,7 +30,7 @@ def cmd_compile(args) -> None:
     options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
                              prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
-                             genai=args.genai)
+                             genai=args.genai, attention=args.attention)
     compile_model(args.model, args.output, options, force=args.force, log=_log)
 
 
@@ -80,12 +80,13 @@ def cmd_bench(args) -> None:
     from glass_onnx.compile import CompileOptions, compile_model, dense_artifact
     from glass_onnx.artifact import cache_dir
 
-    dense, _ = dense_artifact(args.model, _log)
+    dense, _ = dense_artifact(args.model, _log, attention=args.attention)
     variants = {"dense": (dense, "auto")}
     layouts = [x.strip() for x in args.layouts.split(",")]
     for s in _floats(args.sparsity):
         out = cache_dir() / "bench" / f"{dense.name}-{args.method}-{s:g}"
-        compile_model(args.model, out, CompileOptions(method=args.method, sparsity=s), force=True, log=_log)
+        compile_model(args.model, out, CompileOptions(method=args.method, sparsity=s, attention=args.attention),
+                      force=True, log=_log)
         for layout in layouts:
             variants[f"{args.method} {s:g}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
     report = run_bench(variants, [int(t) for t in args.threads.split(",")], args.prompt_len, args.new_tokens,
@@ -126,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
-                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster; onnx: standard "
-                        "opset-23 ops only, for runtimes other than ONNX Runtime")
+                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
+                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
     p.set_defaults(func=cmd_export)
 
     from glass_onnx.methods import METHODS
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-file", default=None, help="a prior .npz saved by an earlier compile")
     p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
     p.add_argument("--genai", action="store_true", help="also write genai_config.json for onnxruntime-genai")
+    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
+                   help="export form when compiling from a model: ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
+                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
@@ -200,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
+    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
+                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
+                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("inspect", help="summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")

@@ -39,6 +39,7 @@ class CompileOptions:
     prior_text: str | None = None
     prior_file: str | None = None
     genai: bool = False  # also write decode_genai.onnx + genai_config.json for onnxruntime-genai
+    attention: str = "ort"  # the export's attention form when compiling from a model (export.py)
 
 
 class _ModelLoader:
@@ -78,8 +79,8 @@ def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, 
         if manifest["kind"] != "dense":
             raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
         if attention == "onnx" and manifest.get("attention") == "GroupQueryAttention":
-            raise GlassError(f"'{spec}' runs attention as GroupQueryAttention, which takes multi-token steps on "
-                             "batch 1 only; pass the model itself, or a dense export made with --attention onnx")
+            raise GlassError(f"'{spec}' is a GroupQueryAttention export (which takes multi-token steps on batch 1 "
+                             "only); pass the model itself, or a dense export made with --attention onnx")
         return Path(spec), None
     source = resolve(spec)
     from glass_onnx.export import REVISION
@@ -163,7 +164,7 @@ def _fast_ffn_weights(ffn_weights: list[dict], hidden_panel: int) -> dict:
 
 def _fast_layout(stored: dict, layers: int) -> dict:
     """The manifest's ``fast`` section: its graphs, I/O names, and where each full FFN weight, laid out for it,
-    lies in the weights file (a runtime memory-maps them from there)."""
+    lies in the weights file (a runtime reads them from there)."""
     from glass_onnx.passes import ffn_inputs, glass_graphs
 
     entries = []
@@ -221,7 +222,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         raise GlassError(f"unknown fusion '{options.fusion}'; choose rank or plackett-luce")
     if Path(output).exists() and not force:
         raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
-    dense, source = dense_artifact(spec, log)
+    dense, source = dense_artifact(spec, log, attention=options.attention)
     manifest = load_manifest(dense)
     model_info = manifest["model"]
     k, lam = check_settings(method, options.sparsity, options.lam, model_info["intermediate_size"])

@@ -2,7 +2,7 @@
 
 One session then serves prefill (bound to the full weights) and decode (bound to per-prompt compact weights):
 ONNX Runtime prepacks only the constant attention and lm_head weights, once, and the FFN weights are held once,
-by the runtime, memory-mapped from the weights file.
+by the runtime, read from the weights file.
 
 A matmul whose weights are an input, not a constant, loses ONNX Runtime's prepacked layout: it re-packs the
 weights on every call. The gate and up projections (fused into one matmul) therefore have two paths, and a

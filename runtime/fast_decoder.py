@@ -1,7 +1,7 @@
 """The fast session layout of a compiled artifact: one decoder session serves prefill and decode.
 
-The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (memory-mapped from the
-weights file, never copied on the CPU); ``select.onnx`` turns the FFN activations into the running neuron
+The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (read once from the weights
+file, laid out for it at compile time, and held once); ``select.onnx`` turns the FFN activations into the running neuron
 statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons' weights
 once, in panels (passes/ffn_inputs.py says why), and every decode step binds those. ONNX Runtime prepacks only
 the constant attention and lm_head weights, once, so the FFN weights are held once and decode reads only the
@@ -46,9 +46,10 @@ class FastDecoder(Decoder):
         self.token_mask = io["token_mask"]
         self.panel_width = io["panel_width"]
         self._check_fast_sessions()
-        weights = np.memmap(self.directory / fast["weights"], dtype=np.uint8, mode="r")
-        # per layer: gate and up transposed [2I, H], down in panels [H / h, I, h]; views of the weights file
-        full = [[np.frombuffer(weights, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
+        # per layer: gate and up transposed [2I, H], down in panels [H / h, I, h], read once into process memory:
+        # page-aligned views of a memory map ran the 32-token prefill ~12 ms slower (BENCHMARKS.md)
+        path = self.directory / fast["weights"]
+        full = [[np.fromfile(path, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
                  .reshape(entry[p]["shape"]) for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
         self.full_values = [[self._value(w) for w in layer] for layer in full]
         hidden = self.model["hidden_size"]

@@ -1,0 +1,15 @@
+"""`glass-onnx bench` on the tiny model: every variant measured, ratios against dense, the decode preparation."""
+
+from glass_onnx.bench import format_table, run_bench
+
+
+def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    variants = {"dense": (tiny_dense, "auto"), "a-glass 0.5": (artifact, "fast"),
+                "a-glass 0.5 (reference)": (artifact, "reference")}
+    report = run_bench(variants, [1], 8, 6, 2, [4], None, False, log=lambda *_: None)
+    rows = {r["variant"]: r for r in report["runs"]}
+    assert set(rows) == set(variants) and rows["dense"]["decode_vs_dense"] == 1.0
+    assert all(r["decode_tok_s"] > 0 and len(r["decode_tok_s_all"]) == 2 and r["ttft_ms"] > 0 for r in rows.values())
+    assert rows["a-glass 0.5"]["decode_prep_ms"] > 0 and set(rows["dense"]["prefill_ms_by_length"]) == {4}
+    assert "a-glass 0.5 (reference)" in format_table(report)
