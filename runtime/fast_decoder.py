@@ -37,7 +37,9 @@ class FastDecoder(Decoder):
             raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx; compile it again")
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
         self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
-        self.compact_session = create_session(self.directory / fast["compact"], self.provider, threads)
+        # one thread: the gathers are memory copies, which two threads made slower (26 -> 55 ms per prompt on 2
+        # cores, BENCHMARKS.md)
+        self.compact_session = create_session(self.directory / fast["compact"], self.provider, 1)
         self.prefill_session = self.decode_session = self.decoder_session
         self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate_up", "ffn_down")]
         self.ffn_t_inputs = [layer_names(io["ffn_gate_up_t"], n)]
