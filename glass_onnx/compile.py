@@ -239,7 +239,8 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
                                        options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
-        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights, panel_width(model_info["hidden_size"])))
+        fast_weights = _fast_ffn_weights(ffn_weights, panel_width(model_info["hidden_size"]))
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=fast_weights)
         if options.genai:
             from glass_onnx.genai_config import genai_config
 

@@ -4,8 +4,8 @@ Front end choice (see README): torch.onnx.export(dynamo=True) at opset 23. It fo
 transformers code, so any supported architecture exports the same way, and opset 23 keeps attention, RMSNorm
 and rotary embeddings as single standard ops (Attention, RMSNormalization, RotaryEmbedding) that every EP runs.
 By default each layer's attention and KV-cache update then become one ONNX Runtime GroupQueryAttention node
-(``attention="ort"``, passes/group_query_attention.py): it takes a small model's decode step from ~1300 nodes to
-~600 and makes it ~10 % faster; ``attention="onnx"`` keeps the standard ops only.
+(``attention="ort"``, passes/group_query_attention.py): it takes SmolLM2's decode step from 1333 nodes to 531 and
+makes it ~10 % faster; ``attention="onnx"`` keeps the standard ops only.
 """
 
 from __future__ import annotations
