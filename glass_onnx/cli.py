@@ -118,6 +118,13 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _attention_option(p) -> None:
+    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
+                   help="the export's attention (when exporting from a model): ort (default), one ONNX Runtime "
+                        "GroupQueryAttention per layer, faster on CPU; onnx, standard opset-23 ops only (other "
+                        "runtimes, and the CUDA EP, which has no fp32 GroupQueryAttention)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glass-onnx", description=__doc__ or None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name (smollm2-135m, gemma3-270m), HF directory, .gguf file or hub id")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
-                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
-                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
+    _attention_option(p)
     p.set_defaults(func=cmd_export)
 
     from glass_onnx.methods import METHODS
@@ -146,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-file", default=None, help="a prior .npz saved by an earlier compile")
     p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
     p.add_argument("--genai", action="store_true", help="also write genai_config.json for onnxruntime-genai")
-    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
-                   help="export form when compiling from a model: ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
-                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
+    _attention_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
@@ -204,9 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
-    p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
-                   help="ort (default): one ONNX Runtime GroupQueryAttention per layer, faster on CPU; onnx: standard "
-                        "opset-23 ops only (other runtimes, and the CUDA EP in fp32, which has no GroupQueryAttention)")
+    _attention_option(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("inspect", help="summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")

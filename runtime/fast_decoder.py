@@ -1,11 +1,10 @@
 """The fast session layout of a compiled artifact: one decoder session serves prefill and decode.
 
-The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (read once from the weights
-file, laid out for it at compile time, and held once); ``select.onnx`` turns the FFN activations into the running neuron
-statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons' weights
-once, in panels (passes/ffn_inputs.py says why), and every decode step binds those. ONNX Runtime prepacks only
-the constant attention and lm_head weights, once, so the FFN weights are held once and decode reads only the
-compact ones.
+The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (laid out for it at compile
+time, read once from the weights file and held once); ``select.onnx`` turns the FFN activations into the running
+neuron statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons'
+weights once, in panels (passes/ffn_inputs.py says why), and every decode step binds those. ONNX Runtime prepacks
+only the constant attention and lm_head weights, once, so decode reads only the compact FFN weights.
 """
 
 from __future__ import annotations
@@ -76,7 +75,8 @@ class FastDecoder(Decoder):
              + self.past_names, "decoder inputs"),
             (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
             (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"),
-            (self.compact_session.get_inputs, [n for names in self.full_inputs for n in names] + self.handoff_out, "compact inputs"),
+            (self.compact_session.get_inputs, [n for names in self.full_inputs for n in names] + self.handoff_out,
+             "compact inputs"),
         )
         for listing, names, what in needs:
             if missing := sorted(set(names) - {v.name for v in listing()})[:3]:
