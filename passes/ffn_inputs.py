@@ -70,8 +70,10 @@ class FFNWeightsAsInputsPass(ir.passes.InPlacePass):
             graph.insert_before(ffn.nodes[0], split)
             flat.shape = ir.Shape(["batch", "sequence", "gate_up_width"])
             for old, new in zip((ffn.nodes[0].outputs[0], ffn.nodes[1].outputs[0]), split.outputs):
-                new.dtype, new.shape = old.dtype, ir.Shape(["batch", "sequence", "panel_ffn_width"])
+                new.dtype = old.dtype
                 ir.convenience.replace_all_uses_with(old, new)
+            for value in [*split.outputs, *(out for node in ffn.nodes[2:-1] for out in node.outputs)]:
+                value.shape = ir.Shape(["batch", "sequence", "panel_ffn_width"])  # k, not the exporter's I
             # one of the two is empty: the decode path's [B, S, k] or the prefill path's [B, S, I]
             z = ir.node("Concat", [ffn.z, z_t], attributes={"axis": -1}, name=f"{prefix}/ffn_z")
             z.outputs[0].name = FFN_Z.format(layer=ffn.layer)
