@@ -205,7 +205,11 @@ class Decoder:
         """Everything decode needs once per prompt (the first decode call does it if not done before)."""
         self._require_prefill(state)
         if state.compact is None:
-            state.compact = dict(zip(self.handoff_in, state.kept))
+            state.compact = self._decode_inputs(state)
+
+    def _decode_inputs(self, state: SequenceState) -> dict:
+        """Decode's extra inputs for this prompt: the kept neurons, handed over from prefill."""
+        return dict(zip(self.handoff_in, state.kept))
 
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
         """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""

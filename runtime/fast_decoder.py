@@ -99,13 +99,11 @@ class FastDecoder(Decoder):
         state.compact = None  # the kept sets may have changed
         return logits
 
-    def _compact(self, state: SequenceState) -> dict:
-        """The kept neurons' weights, gathered once per prompt, as decoder inputs."""
+    def _decode_inputs(self, state: SequenceState) -> dict:
+        """The kept neurons' weights, gathered once per prompt in panels, plus the empty prefill path."""
         binding = self.compact_session.io_binding()
-        for names, values in zip(self.full_inputs, zip(*self.full_values)):
-            for name, value in zip(names, values):
-                binding.bind_ortvalue_input(name, value)
-        for name, value in zip(self.handoff_out, state.kept):
+        for name, value in [*self._by_name(self.full_inputs, self.full_values).items(),
+                            *zip(self.handoff_out, state.kept)]:
             binding.bind_ortvalue_input(name, value)
         kept = state.kept[0].shape()[-1]
         binding.bind_ortvalue_input(self.panel_width, self._value(np.array([panel_width(kept)], np.int64)))
@@ -113,15 +111,4 @@ class FastDecoder(Decoder):
         for name in outputs:
             binding.bind_output(name, self.device)
         self.compact_session.run_with_iobinding(binding)
-        return dict(zip(outputs, binding.get_outputs()))
-
-    def prepare_decode(self, state: SequenceState) -> None:
-        """Gather the kept neurons' weights for decode (the first decode call does it if not done before)."""
-        self._require_prefill(state)
-        if state.compact is None:
-            state.compact = {**self._compact(state), **self.decode_ffn_t}
-
-    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
-        self.prepare_decode(state)
-        logits, _ = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), state.compact)
-        return logits
+        return {**dict(zip(outputs, binding.get_outputs())), **self.decode_ffn_t}
