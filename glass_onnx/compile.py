@@ -143,64 +143,64 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
     return values, provenance
 
 
-def _fast_ffn_weights(ffn_weights: list[dict], hidden_panel: int) -> dict:
-    """The full FFN weights as the fast layout binds them for prefill and gathers its compact panels from, by
-    name: gate and up transposed, stacked [2I, H]; down in panels of ``hidden_panel`` hidden units [H / h, I, h]."""
+FULL_GATE_UP_T = "glass.ffn_full.{layer}.gate_up"  # name in the weights file of a layer's [2I, H] gate + up
+
+
+def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
+    """The tensors compact.onnx gathers from, by name in the weights file: per layer, gate and up transposed and
+    stacked [2I, H] (a copy: the decoder's own are [H, I]), and the decoder's own down initializer [I, H]."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import glass_graphs
-
     out = {}
-    for layer, removed in enumerate(ffn_weights):
-        gate, up, down = (removed[part].const_value.numpy() for part in ("gate", "up", "down"))
-        size, hidden = down.shape
-        panels = down.reshape(size, hidden // hidden_panel, hidden_panel).transpose(1, 0, 2)
-        for template, array in ((glass_graphs.FULL_GATE_UP, np.concatenate([gate.T, up.T])),
-                                (glass_graphs.FULL_DOWN, panels)):
-            name = template.format(layer=layer)
-            out[name] = ir.tensor(np.ascontiguousarray(array), name=name)
+    for layer, weights in enumerate(ffn_weights):
+        gate, up = (weights[part].const_value.numpy() for part in ("gate", "up"))
+        name = FULL_GATE_UP_T.format(layer=layer)
+        out[name] = ir.tensor(np.ascontiguousarray(np.concatenate([gate.T, up.T])), name=name)
+        out[weights["down"].name] = weights["down"].const_value
     return out
 
 
-def _fast_layout(stored: dict, layers: int) -> dict:
-    """The manifest's ``fast`` section: its graphs, I/O names, and where each full FFN weight, laid out for it,
-    lies in the weights file (a runtime reads them from there)."""
+def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> dict:
+    """The manifest's ``fast`` section: its graphs, I/O names, and where each layer's full FFN weights, as
+    compact.onnx reads them, lie in the weights file."""
     from glass_onnx.passes import ffn_inputs, glass_graphs
 
     entries = []
-    for layer in range(layers):
+    for layer, weights in enumerate(ffn_weights):
         entry = {}
-        for part, template in (("gate_up", glass_graphs.FULL_GATE_UP), ("down", glass_graphs.FULL_DOWN)):
-            tensor = stored[template.format(layer=layer)]
+        for part, name in (("gate_up", FULL_GATE_UP_T.format(layer=layer)), ("down", weights["down"].name)):
+            tensor = stored[name]
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
         entries.append(entry)
     return {
         "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
-        "io": {"ffn_gate_up": ffn_inputs.FFN_GATE_UP, "ffn_down": ffn_inputs.FFN_DOWN,
-               "ffn_gate_up_t": ffn_inputs.FFN_GATE_UP_T, "ffn_z": ffn_inputs.FFN_Z,
-               "full_gate_up": glass_graphs.FULL_GATE_UP, "full_down": glass_graphs.FULL_DOWN,
-               "token_mask": glass_graphs.TOKEN_MASK, "panel_width": glass_graphs.PANEL_WIDTH},
+        "io": {"ffn_gate_up": ffn_inputs.FFN_GATE_UP, "ffn_down": ffn_inputs.FFN_DOWN, "ffn_z": ffn_inputs.FFN_Z,
+               "token_mask": glass_graphs.TOKEN_MASK,
+               "compact": {"full_gate_up": glass_graphs.FULL_GATE_UP, "full_down": glass_graphs.FULL_DOWN,
+                           "kept": glass_graphs.KEPT, "panel_width": glass_graphs.PANEL_WIDTH,
+                           "gate_up": glass_graphs.COMPACT_GATE_UP, "down": glass_graphs.COMPACT_DOWN}},
+        "hidden_panel_width": hidden_panel,
         "ffn_weights": entries,
     }
 
 
 def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, lam: float, k: int, fusion: str,
                  genai: bool) -> tuple[dict, list[dict]]:
-    """Every graph of a compiled artifact, by file name, from the dense graph; and the FFN weights the fast
-    decoder takes as inputs (per layer), which the caller records in the manifest."""
+    """Every graph of a compiled artifact, by file name, from the dense graph; and the FFN weights per layer, of
+    which the caller stores the copies the fast layout's compact.onnx gathers from."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import (FFNWeightsAsInputsPass, build_compact_model, build_select_model, decode_pipeline,
+    from glass_onnx.passes import (CompactFFNInputsPass, build_compact_model, build_select_model, decode_pipeline,
                                    fast_decoder_pipeline, prefill_pipeline)
 
     graphs = {PREFILL: ir.load(dense_graph), DECODE: ir.load(dense_graph), FAST_DECODER: ir.load(dense_graph)}
     prefill_pipeline(prior_rank, lam, k, fusion)(graphs[PREFILL])
     decode_pipeline()(graphs[DECODE])
-    to_inputs = FFNWeightsAsInputsPass()
+    to_inputs = CompactFFNInputsPass()
     fast_decoder_pipeline(to_inputs)(graphs[FAST_DECODER])
     graphs[SELECT] = build_select_model(prior_rank, lam, k, fusion)
-    graphs[COMPACT] = build_compact_model(model_info["num_layers"], model_info["hidden_size"],
-                                          model_info["intermediate_size"])
+    graphs[COMPACT] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
+                                          panel_width(model_info["hidden_size"]))
     if genai:
         from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
 
@@ -239,8 +239,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
                                        options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
-        fast_weights = _fast_ffn_weights(ffn_weights, panel_width(model_info["hidden_size"]))
-        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=fast_weights)
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights))
         if options.genai:
             from glass_onnx.genai_config import genai_config
 
@@ -251,7 +250,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
         np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
-        fast = _fast_layout(stored, model_info["num_layers"])
+        fast = _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers") if key in manifest},
             "kind": "glass",

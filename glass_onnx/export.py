@@ -20,7 +20,7 @@ from glass_onnx.runtime.manifest import write_manifest
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
-REVISION = 5  # bumped when the exported graph changes; part of the export cache key
+REVISION = 6  # bumped when the exported graph changes; part of the export cache key
 GRAPH = "model.onnx"
 WEIGHTS = "model.onnx.data"
 IO = {

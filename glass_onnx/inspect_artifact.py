@@ -11,7 +11,7 @@ from glass_onnx.runtime.manifest import load_manifest
 # Contrib (com.microsoft) ops a compiled graph may contain: each has CPU, CUDA, DirectML and WebGPU kernels in
 # every full ONNX Runtime build, so every binding (Python, C#, C++, Java, JS/Node) runs it. The export's
 # attention="onnx" form avoids them for other runtimes.
-PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention"})
+PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization"})
 
 
 def _shape(value_info) -> str:

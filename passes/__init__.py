@@ -1,7 +1,7 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
 Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``AccumulateNeuronStatsPass``,
-``SelectNeuronsPass``, ``IndexedFFNPass``, ``FFNWeightsAsInputsPass``), the FFN finder (``find_gated_ffns``,
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``SkipRMSNormPass``), the FFN finder (``find_gated_ffns``,
 ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
 ``fast_decoder_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
 ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names (``io_names``).
@@ -15,20 +15,22 @@ from onnx_ir.passes.common import CheckerPass, NameFixPass, RemoveUnusedFunction
 
 from glass_onnx.passes import glass_ops, io_names
 from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
-from glass_onnx.passes.ffn_inputs import FFNWeightsAsInputsPass
+from glass_onnx.passes.ffn_inputs import CompactFFNInputsPass
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.glass_graphs import build_compact_model, build_select_model
 from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
 
 
 def dense_pipeline(attention: str = "ort") -> ir.passes.PassManager:
-    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer."""
+    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer
+    and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
     passes = [NameDynamicDimsPass()]
     if attention == "ort":
-        passes += [GroupQueryAttentionPass(), RemoveUnusedNodesPass()]
+        passes += [GroupQueryAttentionPass(), SkipRMSNormPass(), RemoveUnusedNodesPass()]
     return ir.passes.PassManager(passes)
 
 
@@ -52,14 +54,14 @@ def decode_pipeline() -> ir.passes.PassManager:
     ])
 
 
-def fast_decoder_pipeline(to_inputs: FFNWeightsAsInputsPass) -> ir.passes.PassManager:
-    """Dense decoder -> the fast layout's decoder: FFN weights as inputs, FFN activations as outputs."""
+def fast_decoder_pipeline(to_inputs: CompactFFNInputsPass) -> ir.passes.PassManager:
+    """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
     return ir.passes.PassManager([to_inputs, RemoveUnusedNodesPass(), NameFixPass()])
 
 
 __all__ = [
     "AccumulateNeuronStatsPass",
-    "FFNWeightsAsInputsPass",
+    "CompactFFNInputsPass",
     "build_compact_model",
     "build_select_model",
     "fast_decoder_pipeline",
@@ -70,6 +72,7 @@ __all__ = [
     "IndexedFFNPass",
     "NameDynamicDimsPass",
     "SelectNeuronsPass",
+    "SkipRMSNormPass",
     "decode_pipeline",
     "find_gated_ffns",
     "glass_ops",

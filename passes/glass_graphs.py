@@ -1,7 +1,8 @@
 """The two small graphs of the fast session layout, built from the ai.glass functions.
 
 select.onnx  per prompt chunk: FFN activations -> running neuron statistics -> kept neurons per layer.
-compact.onnx once per prompt: full FFN weights (bound from the weights file) + kept neurons -> compact weights.
+compact.onnx once per layer and prompt: one layer's full FFN weights (read from the weights file) + its kept
+             neurons -> its compact weights.
 """
 
 from __future__ import annotations
@@ -9,17 +10,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from glass_onnx.passes import glass_ops
-from glass_onnx.passes.ffn_inputs import FFN_DOWN, FFN_GATE_UP, FFN_Z
-from glass_onnx.passes.io_names import (
-    KEPT_NEURONS,
-    PAST_NEURON_STATS,
-    PRESENT_NEURON_STATS,
-    tensor_value,
-)
+from glass_onnx.passes.ffn_inputs import FFN_Z
+from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS, tensor_value
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 
 TOKEN_MASK = "token_mask"  # [batch, sequence] int64: the attention mask's columns of this chunk
-FULL_GATE_UP, FULL_DOWN = "ffn_full.{layer}.gate_up", "ffn_full.{layer}.down"  # as the decoder's prefill binds
+# compact.onnx (one layer): the full weights in, the kept neurons' panels out
+FULL_GATE_UP, FULL_DOWN = "ffn_full.gate_up", "ffn_full.down"
+KEPT = "kept_neurons"
+COMPACT_GATE_UP, COMPACT_DOWN = "ffn.gate_up", "ffn.down"
 PANEL_WIDTH = "glass.panel_width"  # [1] int64, divides k: kept neurons per gate/up panel
 
 
@@ -53,23 +52,22 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
     return model
 
 
-def build_compact_model(layers: int, hidden: int, size: int) -> ir.Model:
-    """Inputs ffn_full.{l}.gate_up [2I, H] and ffn_full.{l}.down [H / h, I, h] (the full weights the decoder binds
-    for prefill), kept_neurons.{l}, and the panel width; outputs the compact ffn.{l}.gate_up
-    [batch, 2k / width, H, width] and ffn.{l}.down [batch, H / h, k, h] that the decoder binds for decode."""
+def build_compact_model(hidden: int, size: int, hidden_panel: int) -> ir.Model:
+    """One layer's compaction, run once per layer and prompt: inputs ffn_full.gate_up [2I, H] and ffn_full.down
+    [I, H] (the full weights, read from the weights file), kept_neurons [batch, k] and the panel width; outputs
+    the compact ffn.gate_up [batch, 2k / width, H, width] and ffn.down [batch, H / h, k, h] that the decoder binds
+    for decode (h = ``hidden_panel``)."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     width = tensor_value(PANEL_WIDTH, I64, [1])
-    graph = ir.Graph([width], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
+    full = [tensor_value(FULL_GATE_UP, F, [2 * size, hidden]), tensor_value(FULL_DOWN, F, [size, hidden])]
+    kept = tensor_value(KEPT, I64, ["batch", "kept"])
+    outs = [tensor_value(COMPACT_GATE_UP, F, ["batch", "gate_up_panels", hidden, "panel_width"]),
+            tensor_value(COMPACT_DOWN, F, ["batch", hidden // hidden_panel, "kept", hidden_panel])]
+    graph = ir.Graph([*full, kept, width], outs, nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},
+                     name="glass_compact")
     tape = ir.tape.Tape(graph)
-    for layer in range(layers):
-        full = [tensor_value(FULL_GATE_UP.format(layer=layer), F, [2 * size, hidden]),
-                tensor_value(FULL_DOWN.format(layer=layer), F, ["hidden_panels", size, "hidden_panel_width"])]
-        kept = tensor_value(KEPT_NEURONS.format(layer=layer), I64, ["batch", "kept"])
-        outs = [tensor_value(FFN_GATE_UP.format(layer=layer), F, ["batch", "gate_up_panels", hidden, "panel_width"]),
-                tensor_value(FFN_DOWN.format(layer=layer), F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
-        tape.op_multi_out("GatherKeptPanels", [*full, kept, width], domain=glass_ops.DOMAIN, outputs=outs,
-                          name=f"glass/layers.{layer}/GatherKeptPanels")
-        graph.inputs.extend([*full, kept])
-        graph.outputs.extend(outs)
+    panel = tape.initializer(ir.tensor(np.array([hidden_panel], np.int64), name="glass.hidden_panel_width"))
+    tape.op_multi_out("GatherKeptPanels", [*full, kept, width, panel], domain=glass_ops.DOMAIN, outputs=outs,
+                      name="glass/GatherKeptPanels")
     graph.extend(tape.nodes)
     return _model(graph, [glass_ops.GatherKeptPanels])

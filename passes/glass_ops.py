@@ -32,16 +32,27 @@ def AccumulateNeuronStats(z, token_mask, past_stats):
     """
     sq = z * z
     row = op.Max(op.ReduceSum(sq, [-1], keepdims=1), op.CastLike(1e-30, sq))
-    real = op.Unsqueeze(op.CastLike(token_mask, sq), [-1])
-    return past_stats + op.ReduceSum(sq / row * real, [1], keepdims=0)
+    weight = op.Unsqueeze(op.CastLike(token_mask, sq), [-1]) / row  # [batch, seq, 1]: 1 / ||z_t||^2, 0 for padding
+    # the weighted sum over tokens as one [1, seq] x [seq, I] product per sequence (MatMul outruns ReduceSum here)
+    return past_stats + op.Squeeze(op.MatMul(op.Transpose(weight, perm=[0, 2, 1]), sq), [1])
+
+
+@script(glass, default_opset=op)
+def AscendingIds(ids, like):
+    """The ids of each row of ``ids`` [batch, k] (distinct, in [0, I)), ascending; ``like`` is any [batch, I]
+    tensor. Marks them in a [batch, I] mask and reads it back in order: linear, where a sort is not."""
+    marks = op.ScatterElements(op.Expand(op.CastLike(0.0, like), op.Shape(like)),
+                               ids, op.Expand(op.CastLike(1.0, like), op.Shape(ids)), axis=1)
+    columns = op.Gather(op.NonZero(marks), op.Constant(value_int=1), axis=0)  # row-major: row by row, ascending
+    return op.Reshape(columns, op.Shape(ids))
 
 
 @script(glass, default_opset=op)
 def FuseNeuronRanking(local_stats, prior_rank, lam, k):
     """Weighted rank aggregation of the local and global neuron rankings; returns the k kept neuron ids.
 
-    local_stats: [batch, I] (larger = more important); prior_rank: [I] float ranks of the global prior
-    (0 = most important); lam: scalar weight of the local ranking; k: [1] int64.
+    local_stats: [batch, I] (larger = more important); prior_rank: [I] or [batch, I] float ranks of the global
+    prior (0 = most important); lam: scalar weight of the local ranking; k: [1] int64.
     f_j = lam * r_L(j) + (1 - lam) * r_G(j); keep the k smallest f, ties broken by r_L (r_L itself breaks ties
     by the lower index). Output [batch, k] int64, ascending neuron ids.
     """
@@ -51,11 +62,9 @@ def FuseNeuronRanking(local_stats, prior_rank, lam, k):
     rank_local = op.ScatterElements(op.Expand(op.CastLike(0.0, local_stats), op.Shape(local_stats)), order_local, op.Expand(positions, op.Shape(local_stats)), axis=1)
     lam_ = op.CastLike(lam, local_stats)
     fused = lam_ * rank_local + (op.CastLike(1.0, lam_) - lam_) * op.CastLike(prior_rank, local_stats)
-    # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L
-    _, picked = op.TopK(op.GatherElements(fused, order_local, axis=1), k, axis=-1, largest=0, sorted=1)
-    kept = op.GatherElements(order_local, picked, axis=1)
-    kept_sorted, _ = op.TopK(kept, k, axis=-1, largest=0, sorted=1)
-    return kept_sorted
+    # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L; unsorted, it picks the same set
+    _, picked = op.TopK(op.GatherElements(fused, order_local, axis=1), k, axis=-1, largest=0, sorted=0)
+    return AscendingIds(op.GatherElements(order_local, picked, axis=1), local_stats)
 
 
 @script(glass, default_opset=op)
@@ -71,8 +80,7 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
     n = op.Shape(local_stats, start=-1)
     shape = op.Shape(local_stats)
     _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
-    _, order_prior = op.TopK(op.Unsqueeze(prior_rank, [0]), n, axis=-1, largest=0, sorted=1)
-    order_prior = op.Expand(order_prior, shape)
+    _, order_prior = op.TopK(op.Expand(prior_rank, shape), n, axis=-1, largest=0, sorted=1)
     positions = op.Cast(op.Range(0, op.Squeeze(n), 1), to=11)
     zeros = op.Expand(op.Cast(0.0, to=11), shape)
     rank_local = op.ScatterElements(zeros, order_local, op.Expand(positions, shape), axis=1)
@@ -93,10 +101,8 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
         seen_local = op.GatherElements(op.CumSum(not_last / tail_local, op.Constant(value_int=1)), index_local, axis=1)
         seen_prior = op.GatherElements(op.CumSum(not_last / tail_prior, op.Constant(value_int=1)), index_prior, axis=1)
         worth = numerator / (gamma_b + lam_ * seen_local + (one - lam_) * seen_prior)
-    _, picked = op.TopK(op.GatherElements(worth, order_local, axis=1), k, axis=-1, largest=1, sorted=1)
-    kept = op.GatherElements(order_local, picked, axis=1)
-    kept_sorted, _ = op.TopK(kept, k, axis=-1, largest=0, sorted=1)
-    return kept_sorted
+    _, picked = op.TopK(op.GatherElements(worth, order_local, axis=1), k, axis=-1, largest=1, sorted=0)
+    return AscendingIds(op.GatherElements(order_local, picked, axis=1), local_stats)
 
 
 @script(glass, default_opset=op)
@@ -155,18 +161,20 @@ def add_function(model: ir.Model, function) -> str:
 
 
 @script(glass, default_opset=op)
-def GatherKeptPanels(w_gate_up_t, w_down_panels, kept, width):
+def GatherKeptPanels(w_gate_up_t, w_down, kept, width, hidden_width):
     """Compact FFN weights of the kept neurons, one set per sequence, in panels for decode.
 
-    w_gate_up_t: [2I, H], the gate then the up weights transposed (a neuron's weights are contiguous rows);
-    w_down_panels: [H / h, I, h], the down weights in panels of h hidden units; kept: [batch, k] int64; width: [1],
-    dividing k. Returns gate_up [batch, 2k / width, H, width] (gate panels, then up panels) and down
-    [batch, H / h, k, h]. Panel j of gate holds the gate columns of kept neurons j*width .. (j+1)*width - 1,
-    contiguous, so a one-token matmul streams each panel once, as ONNX Runtime does with prepacked constants.
+    w_gate_up_t: [2I, H], the gate then the up weights transposed; w_down: [I, H] (a neuron's weights are
+    contiguous rows of both); kept: [batch, k] int64; width: [1], dividing k; hidden_width: [1], dividing H.
+    Returns gate_up [batch, 2k / width, H, width] (gate panels, then up panels) and down
+    [batch, H / hidden_width, k, hidden_width]. Panel j of gate holds the gate columns of kept neurons
+    j*width .. (j+1)*width - 1, contiguous, so a one-token matmul streams each panel once, as ONNX Runtime does
+    with prepacked constants.
     """
     size = op.Div(op.Shape(w_gate_up_t, start=0, end=1), op.Constant(value_ints=[2]))
     rows = op.Gather(w_gate_up_t, op.Concat(kept, kept + size, axis=-1), axis=0)  # [batch, 2k, H]
     groups = op.Concat(op.Constant(value_ints=[0, -1]), width, op.Shape(w_gate_up_t, start=1), axis=0)
     gate_up = op.Transpose(op.Reshape(rows, groups), perm=[0, 1, 3, 2])
-    down = op.Transpose(op.Gather(w_down_panels, kept, axis=1), perm=[1, 0, 2, 3])
+    hidden_panels = op.Concat(op.Constant(value_ints=[0, 0, -1]), hidden_width, axis=0)
+    down = op.Transpose(op.Reshape(op.Gather(w_down, kept, axis=0), hidden_panels), perm=[0, 2, 1, 3])
     return gate_up, down

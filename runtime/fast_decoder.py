@@ -1,15 +1,17 @@
 """The fast session layout of a compiled artifact: one decoder session serves prefill and decode.
 
-The decoder graph takes each FFN's weights as inputs. Prefill binds the full weights (laid out for it at compile
-time, read once from the weights file and held once); ``select.onnx`` turns the FFN activations into the running
-neuron statistics and the kept neurons; before the first decode step ``compact.onnx`` gathers the kept neurons'
-weights once, in panels (passes/ffn_inputs.py says why), and every decode step binds those. ONNX Runtime prepacks
-only the constant attention and lm_head weights, once, so decode reads only the compact FFN weights.
+Prefill runs every FFN on its constant weights, which ONNX Runtime prepacks once, as in the dense model, and
+``select.onnx`` turns the FFN activations into the running neuron statistics and the kept neurons. Before the
+first decode step ``compact.onnx`` gathers the kept neurons' weights, layer by layer, from the weights file into
+panels (passes/ffn_inputs.py says why), and every decode step binds those. The process holds the FFN weights once,
+prepacked, plus the compact copy: the full weights the gather reads are mapped from the file one layer at a time
+and unmapped after it, so they stay in the operating system's page cache, not in this process.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 
 import numpy as np
 
@@ -32,35 +34,31 @@ class FastDecoder(Decoder):
     def _open_sessions(self, threads: int | None) -> None:
         fast = self.manifest["fast"]
         io, n = fast["io"], self.model["num_layers"]
-        if "ffn_gate_up" not in io:
+        if "compact" not in io:
             raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx; compile it again")
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
-        self.select_session = create_session(self.directory / fast["select"], self.provider, threads)
-        # one thread: the gathers are memory copies, which two threads made slower (26 -> 55 ms per prompt on 2
-        # cores, BENCHMARKS.md)
+        # the small sessions run on one thread: a session's idle pool threads spin for a while after each run,
+        # and on a small machine they took the cores from the decoder's next run (a 2-thread prefill ran 2x
+        # slower, BENCHMARKS.md); the gathers are memory copies, which two threads made slower anyway
+        self.select_session = create_session(self.directory / fast["select"], self.provider, 1)
         self.compact_session = create_session(self.directory / fast["compact"], self.provider, 1)
         self.prefill_session = self.decode_session = self.decoder_session
         self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate_up", "ffn_down")]
-        self.ffn_t_inputs = [layer_names(io["ffn_gate_up_t"], n)]
-        self.full_inputs = [layer_names(io[part], n) for part in ("full_gate_up", "full_down")]
         self.ffn_z = layer_names(io["ffn_z"], n)
         self.token_mask = io["token_mask"]
-        self.panel_width = io["panel_width"]
+        self.compact_io = io["compact"]
         self._check_fast_sessions()
-        # per layer: gate and up transposed [2I, H], down in panels [H / h, I, h], read once into process memory:
-        # page-aligned views of a memory map ran the 32-token prefill ~12 ms slower (BENCHMARKS.md)
-        path = self.directory / fast["weights"]
-        full = [[np.fromfile(path, np.float32, count=math.prod(entry[p]["shape"]), offset=entry[p]["offset"])
-                 .reshape(entry[p]["shape"]) for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
-        self.full_values = [[self._value(w) for w in layer] for layer in full]
-        hidden = self.model["hidden_size"]
-        # the unused gate/up path of each call gets width 0 (passes/ffn_inputs.py)
-        no_panels = self._value(np.zeros([1, 0, hidden, 1], np.float32))
-        no_rows = self._value(np.zeros([0, hidden], np.float32))
-        self.prefill_ffn = {**self._by_name(self.ffn_t_inputs, [[layer[0]] for layer in self.full_values]),
-                            **self._by_name(self.ffn_inputs, [[no_panels, self._value(layer[1][None])]
-                                                              for layer in full])}
-        self.decode_ffn_t = self._by_name(self.ffn_t_inputs, [[no_rows]] * n)
+        with open(self.directory / fast["weights"], "rb") as f:
+            self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._full = [[(entry[p]["offset"], entry[p]["shape"]) for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
+        if any(offset + 4 * math.prod(shape) > len(self._weights) for layer in self._full for offset, shape in layer):
+            raise GlassError(f"'{self.directory / fast['weights']}' is shorter than the manifest says; the artifact "
+                             "is corrupted, compile it again")
+        # prefill binds empty compact weights: every row goes to the FFNs' constant path
+        hidden, h = self.model["hidden_size"], fast["hidden_panel_width"]
+        empty = [self._value(np.zeros([1, 0, hidden, 1], np.float32)),
+                 self._value(np.zeros([1, hidden // h, 0, h], np.float32))]
+        self.prefill_ffn = self._by_name(self.ffn_inputs, [empty] * n)
 
     @staticmethod
     def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
@@ -70,13 +68,15 @@ class FastDecoder(Decoder):
 
     def _check_fast_sessions(self) -> None:
         """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
+        c = self.compact_io
         needs = (
-            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs + self.ffn_t_inputs for n in names]
-             + self.past_names, "decoder inputs"),
+            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names] + self.past_names,
+             "decoder inputs"),
             (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
             (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"),
-            (self.compact_session.get_inputs, [n for names in self.full_inputs for n in names] + self.handoff_out,
+            (self.compact_session.get_inputs, [c["full_gate_up"], c["full_down"], c["kept"], c["panel_width"]],
              "compact inputs"),
+            (self.compact_session.get_outputs, [c["gate_up"], c["down"]], "compact outputs"),
         )
         for listing, names, what in needs:
             if missing := sorted(set(names) - {v.name for v in listing()})[:3]:
@@ -100,15 +100,28 @@ class FastDecoder(Decoder):
         return logits
 
     def _decode_inputs(self, state: SequenceState) -> dict:
-        """The kept neurons' weights, gathered once per prompt in panels, plus the empty prefill path."""
-        binding = self.compact_session.io_binding()
-        for name, value in [*self._by_name(self.full_inputs, self.full_values).items(),
-                            *zip(self.handoff_out, state.kept)]:
-            binding.bind_ortvalue_input(name, value)
-        kept = state.kept[0].shape()[-1]
-        binding.bind_ortvalue_input(self.panel_width, self._value(np.array([panel_width(kept)], np.int64)))
-        outputs = [name for names in self.ffn_inputs for name in names]
-        for name in outputs:
-            binding.bind_output(name, self.device)
-        self.compact_session.run_with_iobinding(binding)
-        return {**dict(zip(outputs, binding.get_outputs())), **self.decode_ffn_t}
+        """The kept neurons' weights, gathered once per prompt in panels, layer by layer from the weights file."""
+        c = self.compact_io
+        width = self._value(np.array([panel_width(state.kept[0].shape()[-1])], np.int64))
+        compact = []
+        for full, kept in zip(self._full, state.kept):
+            binding = self.compact_session.io_binding()
+            for name, (offset, shape) in zip((c["full_gate_up"], c["full_down"]), full):
+                view = np.frombuffer(self._weights, np.float32, math.prod(shape), offset).reshape(shape)
+                binding.bind_ortvalue_input(name, self._value(view))
+            binding.bind_ortvalue_input(c["kept"], kept)
+            binding.bind_ortvalue_input(c["panel_width"], width)
+            binding.bind_output(c["gate_up"], self.device)
+            binding.bind_output(c["down"], self.device)
+            self.compact_session.run_with_iobinding(binding)
+            compact.append(binding.get_outputs())
+            del binding, view
+            self._release(full)
+        return self._by_name(self.ffn_inputs, compact)
+
+    def _release(self, full: list[tuple[int, list[int]]]) -> None:
+        """Unmap a layer's full weights from this process (they stay in the page cache for the next prompt)."""
+        if hasattr(self._weights, "madvise"):
+            for offset, shape in full:
+                start = offset - offset % mmap.PAGESIZE
+                self._weights.madvise(mmap.MADV_DONTNEED, start, offset + 4 * math.prod(shape) - start)

@@ -116,7 +116,7 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     assert "weights.bin" in files and not any(f.endswith(".data") for f in files)
     prefill_model = onnx.load(artifact / "prefill.onnx", load_external_data=False)
     decode_model = onnx.load(artifact / "decode.onnx", load_external_data=False)
-    assert {f.name for f in prefill_model.functions} == {"AccumulateNeuronStats", "FuseNeuronRanking"}
+    assert {f.name for f in prefill_model.functions} == {"AccumulateNeuronStats", "FuseNeuronRanking", "AscendingIds"}
     assert {f.name for f in decode_model.functions} == {"IndexedSwiGLU", "ProjectKept"}
     ops = [n.op_type for n in decode_model.graph.node if n.domain == "ai.glass"]
     assert ops == ["IndexedSwiGLU"] * 3
@@ -124,12 +124,14 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     for name in (fast["decoder"], fast["select"], fast["compact"]):
         onnx.checker.check_model(str(artifact / name), full_check=True)
     decoder_model = onnx.load(artifact / fast["decoder"], load_external_data=False)
-    # the fast decoder holds no FFN weight: they are inputs, the full ones read from the shared weights file
+    # the fast decoder keeps the FFN weights as (prepacked) constants and takes the compact ones as inputs
     names = {i.name for i in decoder_model.graph.input}
-    assert names >= {f"ffn.{l}.{p}" for l in range(3) for p in ("gate_up", "down")} | {f"ffn_t.{l}.gate_up" for l in range(3)}
-    assert not any(sorted(i.dims) == [64, 96] for i in decoder_model.graph.initializer)
+    assert names >= {f"ffn.{l}.{p}" for l in range(3) for p in ("gate_up", "down")}
+    assert sum(sorted(i.dims) == [64, 96] for i in decoder_model.graph.initializer) == 9
+    compact_model = onnx.load(artifact / fast["compact"], load_external_data=False)
+    assert [n.op_type for n in compact_model.graph.node] == ["GatherKeptPanels"]
     entry = fast["ffn_weights"][0]
-    assert len(fast["ffn_weights"]) == 3 and entry["gate_up"]["shape"] == [192, 64] and entry["down"]["shape"] == [2, 96, 32]
+    assert len(fast["ffn_weights"]) == 3 and entry["gate_up"]["shape"] == [192, 64] and entry["down"]["shape"] == [96, 64]
 
 
 def test_fast_layout_is_the_default_and_matches_the_reference(tiny_compiled):

@@ -66,6 +66,8 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     check_against_torch(out, torch_model(src))
     layers = torch_model(src).config.num_hidden_layers
     assert _op_counts(out)["GroupQueryAttention"] == layers and _op_counts(out)["Attention"] == 0
+    # every residual Add that a norm reads (two per layer: before the FFN and before the next layer or the head)
+    assert _op_counts(out)["SkipSimplifiedLayerNormalization"] == 2 * layers
 
 
 def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):
@@ -75,8 +77,10 @@ def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_
     layers = tiny_model.config.num_hidden_layers
     fused = _op_counts(tiny_dense)
     assert fused["GroupQueryAttention"] == layers and fused["Attention"] == 0
+    assert fused["SkipSimplifiedLayerNormalization"] == 2 * layers and fused["RMSNormalization"] == 1
     standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx", log=lambda *_: None)
     assert _op_counts(standard)["Attention"] == layers and _op_counts(standard)["GroupQueryAttention"] == 0
+    assert _op_counts(standard)["SkipSimplifiedLayerNormalization"] == 0
     assert sum(fused.values()) < sum(_op_counts(standard).values()) - 10 * layers
     check_against_torch(standard, tiny_model)
 

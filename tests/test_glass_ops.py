@@ -75,6 +75,21 @@ def test_rank_fusion_matches_numpy(lam):
         np.testing.assert_array_equal(got[b], want)
 
 
+@pytest.mark.parametrize("fusion", ["FuseNeuronRanking", "FuseNeuronRankingPL"])
+def test_rank_fusion_takes_one_prior_per_row_as_stacked_layers_do(fusion):
+    rng = np.random.default_rng(4)
+    n, k = 40, 12
+    local = rng.random((3, n)).astype(np.float32)
+    priors = np.stack([rng.permutation(n) for _ in range(3)]).astype(np.float32)
+    function = getattr(glass_ops, fusion)
+    lam, keep = np.array(0.5, np.float32), np.array([k], np.int64)
+    stacked = run_function(function, local, priors, lam, keep, out=np.int64)
+    for row in range(3):
+        alone = run_function(function, local[row:row + 1], priors[row], lam, keep, out=np.int64)
+        np.testing.assert_array_equal(stacked[row], alone[0])
+        assert np.all(np.diff(stacked[row]) > 0)
+
+
 def numpy_plackett_luce(local, prior_rank, lam, iterations, a, b):
     n = local.shape[0]
     r_local = ranks_desc(local)
@@ -141,9 +156,8 @@ def test_gather_kept_panels_matches_numpy():
     wg, wu = rng.normal(size=(2, h, i)).astype(np.float32)
     wd = rng.normal(size=(i, h)).astype(np.float32)
     kept = np.stack([rng.choice(i, k, replace=False) for _ in range(2)]).astype(np.int64)
-    down_panels = wd.reshape(i, h // hidden_width, hidden_width).transpose(1, 0, 2).copy()
-    gate_up, down = run_function(glass_ops.GatherKeptPanels, np.concatenate([wg.T, wu.T]), down_panels, kept,
-                                 np.array([width]), rank=4, outputs=2)
+    gate_up, down = run_function(glass_ops.GatherKeptPanels, np.concatenate([wg.T, wu.T]), wd, kept,
+                                 np.array([width]), np.array([hidden_width]), rank=4, outputs=2)
     assert gate_up.shape == (2, 2 * k // width, h, width) and down.shape == (2, h // hidden_width, k, hidden_width)
     for b in range(2):
         for j in range(k // width):

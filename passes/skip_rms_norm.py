@@ -1,0 +1,57 @@
+"""Residual Add + RMSNormalization as one ONNX Runtime SkipSimplifiedLayerNormalization.
+
+Every decoder layer adds a residual and normalises the sum twice per layer. ONNX Runtime's
+``com.microsoft.SkipSimplifiedLayerNormalization`` (CPU, CUDA, DirectML and WebGPU kernels) returns both the
+normalised sum and the sum itself, so each pair becomes one node: at decode time a small model's step is bounded
+by its node count as much as by its arithmetic (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+MS = "com.microsoft"
+
+
+class SkipRMSNormPass(ir.passes.InPlacePass):
+    """Fuses RMSNormalization(Add(a, b), scale) over the last axis, where a and b have the same shape, into
+    SkipSimplifiedLayerNormalization(a, b, scale); later readers of the sum read its fourth output.
+
+    Guarantees: graph inputs and outputs are unchanged and every value equals the original's up to float
+    rounding. An Add that broadcasts, is a graph output, or a norm over other axes is left as it is.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fused = 0
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        self.fused = 0
+        for norm in [n for n in graph if n.op_type == "RMSNormalization" and n.domain == ""]:
+            add = norm.inputs[0].producer() if norm.inputs[0] is not None else None
+            if add is None or add.op_type != "Add" or add.domain != "" or not self._fusable(norm, add):
+                continue
+            fused = ir.node("SkipSimplifiedLayerNormalization", [add.inputs[0], add.inputs[1], norm.inputs[1]],
+                            attributes={"epsilon": norm.attributes.get_float("epsilon", 1e-5)}, domain=MS,
+                            num_outputs=4, name=f"{norm.name or 'norm'}/SkipSimplifiedLayerNormalization")
+            graph.insert_before(norm, fused)
+            normed, total = fused.outputs[0], fused.outputs[3]
+            for new, old in ((normed, norm.outputs[0]), (total, add.outputs[0])):
+                new.dtype, new.shape = old.dtype, old.shape
+                ir.convenience.replace_all_uses_with(old, new)
+            graph.remove([norm, add], safe=True)
+            self.fused += 1
+        if self.fused:
+            model.opset_imports.setdefault(MS, 1)
+        return ir.passes.PassResult(model, modified=self.fused > 0)
+
+    @staticmethod
+    def _fusable(norm: ir.Node, add: ir.Node) -> bool:
+        a, b = add.inputs
+        if a is None or b is None or a.shape is None or b.shape is None or len(norm.inputs) < 2:
+            return False
+        if list(a.shape) != list(b.shape) or add.outputs[0].is_graph_output() or norm.outputs[0].is_graph_output():
+            return False
+        axis = norm.attributes.get_int("axis", -1)
+        return axis in (-1, len(a.shape) - 1) and norm.attributes.get_int("stash_type", 1) == 1
