@@ -1,10 +1,11 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
 Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``AccumulateNeuronStatsPass``,
-``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``SkipRMSNormPass``), the FFN finder (``find_gated_ffns``,
-``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
-``fast_decoder_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
-``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names (``io_names``).
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``SkipRMSNormPass``), the FFN finder
+(``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``,
+``decode_pipeline``, ``fast_decoder_pipeline``), the builders of the fast layout's small graphs
+(``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names
+(``io_names``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class SelectNeuronsPass(ir.passes.InPlacePass):
         graph.inputs.extend([prior, lam, k])  # overridable defaults
         batch = stats[0].shape[0] if stats[0].shape is not None else "batch"
         # every layer in one ranking: rows layer-major, [layers * batch, I], each layer's prior repeated per sequence
-        # (one TopK over all rows instead of three per layer: fewer nodes, and rows spread over threads)
+        # (two TopKs over all rows instead of three per layer: the same sorts, one set of nodes, not one per layer)
         stacked = tape.op("Concat", stats, attributes={"axis": 0}, name="glass/stack_layers")
         sequences = tape.op("Shape", [stats[0]], attributes={"start": 0, "end": 1})
         layers_ = tape.initializer(ir.tensor(np.array([layers], np.int64), name="glass.layers"))
@@ -55,7 +55,8 @@ class SelectNeuronsPass(ir.passes.InPlacePass):
         rows = tape.initializer(ir.tensor(np.array([-1, size], np.int64), name="glass.rows_shape"))
         priors = tape.op("Reshape", [tape.op("Expand", [tape.op("Unsqueeze", [prior, one]), per_row]), rows])
         kept_rows = tape.op(op_type, [stacked, priors, lam, k], domain=glass_ops.DOMAIN, name=f"glass/{op_type}")
-        kept = [tensor_value(KEPT_NEURONS.format(layer=layer), ir.DataType.INT64, [batch, "kept"]) for layer in range(layers)]
+        kept = [tensor_value(KEPT_NEURONS.format(layer=layer), ir.DataType.INT64, [batch, "kept"])
+                for layer in range(layers)]
         tape.op_multi_out("Split", [kept_rows], attributes={"axis": 0, "num_outputs": layers}, outputs=kept,
                           name="glass/unstack_layers")
         graph.outputs.extend(kept)

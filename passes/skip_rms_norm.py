@@ -14,7 +14,7 @@ MS = "com.microsoft"
 
 
 class SkipRMSNormPass(ir.passes.InPlacePass):
-    """Fuses RMSNormalization(Add(a, b), scale) over the last axis, where a and b have the same shape, into
+    """Fuses RMSNormalization(Add(a, b), scale [hidden]) over the last axis, where a and b have the same shape, into
     SkipSimplifiedLayerNormalization(a, b, scale); later readers of the sum read its fourth output.
 
     Guarantees: graph inputs and outputs are unchanged and every value equals the original's up to float
@@ -49,7 +49,10 @@ class SkipRMSNormPass(ir.passes.InPlacePass):
     @staticmethod
     def _fusable(norm: ir.Node, add: ir.Node) -> bool:
         a, b = add.inputs
-        if a is None or b is None or a.shape is None or b.shape is None or len(norm.inputs) < 2:
+        scale = norm.inputs[1] if len(norm.inputs) > 1 else None
+        if a is None or b is None or a.shape is None or b.shape is None or scale is None or scale.shape is None:
+            return False
+        if len(scale.shape) != 1:  # the fused op takes a [hidden] gamma only
             return False
         if list(a.shape) != list(b.shape) or add.outputs[0].is_graph_output() or norm.outputs[0].is_graph_output():
             return False

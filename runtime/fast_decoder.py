@@ -115,7 +115,6 @@ class FastDecoder(Decoder):
             binding.bind_output(c["down"], self.device)
             self.compact_session.run_with_iobinding(binding)
             compact.append(binding.get_outputs())
-            del binding, view
             self._release(full)
         return self._by_name(self.ffn_inputs, compact)
 
