@@ -80,8 +80,10 @@ def describe(directory: Path) -> str:
         lines.append("  inputs:  " + "; ".join(f"{n} {sh}" for n, sh in _compact(s["inputs"])))
         lines.append("  outputs: " + "; ".join(f"{n} {sh}" for n, sh in _compact(s["outputs"])))
         if s["glass_nodes"]:
-            per_layer = ", ".join(f"{op} x{c}" for op, c in s["glass_nodes"].items())
-            lines.append(f"  ai.glass nodes: {per_layer} (one per layer)")
+            layers = m["model"]["num_layers"]
+            scope = {layers: " (one per layer)", 1: " (all layers)"}
+            counts = ", ".join(f"{op} x{c}{scope.get(c, '')}" for op, c in s["glass_nodes"].items())
+            lines.append(f"  ai.glass nodes: {counts}")
             for name, doc in s["functions"].items():
                 lines.append(f"    {name}: {doc}")
         top = ", ".join(f"{op} {c}" for op, c in s["ops"].most_common(8))

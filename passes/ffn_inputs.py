@@ -124,6 +124,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
             if value.shape is not None and len(value.shape) == 3:  # the constant path sees S rows or none
                 value.shape = ir.Shape([value.shape[0], "constant_rows", value.shape[2]])
         ffn.z.name = FFN_Z.format(layer=ffn.layer)
+        ffn.z.shape = ir.Shape(["batch", "constant_rows", ffn.intermediate_size])
         graph.outputs.append(ffn.z)
 
     @staticmethod

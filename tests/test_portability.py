@@ -30,5 +30,6 @@ def test_gate_flags_a_contrib_op(tmp_path):
 def test_inspect_describes_sessions_and_glass_nodes(tiny_compiled):
     text = describe(tiny_compiled(method="a-glass", sparsity=0.5))
     assert "keeps 48/96 FFN neurons" in text
-    assert "AccumulateNeuronStats x3" in text and "IndexedSwiGLU x3" in text
+    assert "AccumulateNeuronStats x3 (one per layer)" in text and "IndexedSwiGLU x3" in text
+    assert "FuseNeuronRanking x1 (all layers)" in text and "ffn.{layer}.z x3 [batch, constant_rows, 96]" in text
     assert "kept_neurons.{layer} x3 [batch, kept]" in text and "NOT PORTABLE" not in text
