@@ -1,6 +1,6 @@
 """Residual Add + RMSNormalization as one ONNX Runtime SkipSimplifiedLayerNormalization.
 
-Every decoder layer adds a residual and normalises the sum twice per layer. ONNX Runtime's
+Twice per decoder layer a residual is added and the sum normalised. ONNX Runtime's
 ``com.microsoft.SkipSimplifiedLayerNormalization`` (CPU, CUDA, DirectML and WebGPU kernels) returns both the
 normalised sum and the sum itself, so each pair becomes one node: at decode time a small model's step is bounded
 by its node count as much as by its arithmetic (BENCHMARKS.md).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-MS = "com.microsoft"
+from glass_onnx.passes.group_query_attention import MS
 
 
 class SkipRMSNormPass(ir.passes.InPlacePass):
@@ -44,6 +44,7 @@ class SkipRMSNormPass(ir.passes.InPlacePass):
             self.fused += 1
         if self.fused:
             model.opset_imports.setdefault(MS, 1)
+            graph.sort()  # a reader of the sum placed between the Add and its norm now follows the fused node
         return ir.passes.PassResult(model, modified=self.fused > 0)
 
     @staticmethod
