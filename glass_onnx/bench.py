@@ -1,6 +1,8 @@
 """`glass-onnx bench`: dense vs GLASS decode speed, time to first token, prefill latency and peak RSS.
 
-Variants run interleaved (A B A B ...) in one process so machine noise hits them alike; figures are medians.
+Variants run interleaved in one process, in reversed order every other round (A B C, C B A, ...) and with a pause
+before each (``SETTLE_S``), so machine noise and drift hit them alike; figures are medians, and ratios to dense are
+paired: the median over rounds of the ratio within a round.
 Decode tok/s = generated tokens after the first / wall time from the first token to the last, so any per-prompt
 preparation of the decode path counts; that preparation (the fast layout's compact weights) is also reported
 alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess.
@@ -9,6 +11,7 @@ alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess
 from __future__ import annotations
 
 import json
+import operator
 import os
 import statistics
 import subprocess
@@ -19,6 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from glass_onnx.runtime.errors import GlassError
+
+
+# the intra-op threads of the session that ran last keep spinning for a while; on a 2-vCPU machine they took a core
+# from the next variant's prompt (2 threads: 87 instead of 50 ms to the first token, BENCHMARKS.md)
+SETTLE_S = 0.2
 
 
 def bench_prompt(codec, length: int) -> list[int]:
@@ -98,8 +106,10 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
         samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
         for g in generators.values():  # warm-up
             g.generate(prompt, 8) if isinstance(g, GenaiRunner) else g.generate(prompt, max_new_tokens=8, ignore_eos=True)
-        for _ in tqdm(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
-            for name, g in generators.items():
+        for round_ in tqdm(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
+            # A B C, then C B A: a machine drifting during a round favours no variant
+            for name, g in (list(generators.items()) if round_ % 2 == 0 else list(generators.items())[::-1]):
+                time.sleep(SETTLE_S)
                 if isinstance(g, GenaiRunner):
                     ttft, tps = g.generate(prompt, new_tokens)
                 else:
@@ -136,6 +146,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
                    "ttft_ms": round(statistics.median(s["ttft_ms"]), 2),
                    "decode_prep_ms": prep.get(name),
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
+                   "ttft_ms_all": [round(x, 2) for x in s["ttft_ms"]],
                    "prefill_ms_by_length": prefill.get(name)}
             if measure_rss and name in variants and provider == "cpu":
                 row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
@@ -143,9 +154,11 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
         del generators
     base = {r["threads"]: r for r in report["runs"] if r["variant"] == "dense"}
     for r in report["runs"]:
-        if r["threads"] in base:
-            r["decode_vs_dense"] = round(r["decode_tok_s"] / base[r["threads"]]["decode_tok_s"], 3)
-            r["ttft_vs_dense"] = round(r["ttft_ms"] / base[r["threads"]]["ttft_ms"], 3)
+        if r["threads"] in base:  # paired: the median over rounds of the ratio within each round
+            b = base[r["threads"]]
+            r["decode_vs_dense"] = round(statistics.median(map(operator.truediv, r["decode_tok_s_all"],
+                                                               b["decode_tok_s_all"])), 3)
+            r["ttft_vs_dense"] = round(statistics.median(map(operator.truediv, r["ttft_ms_all"], b["ttft_ms_all"])), 3)
     return report
 
 

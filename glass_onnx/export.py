@@ -20,7 +20,7 @@ from glass_onnx.runtime.manifest import write_manifest
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
-REVISION = 6  # bumped when the exported graph changes; part of the export cache key
+REVISION = 8  # bumped when the exported graph changes; part of the export cache key
 GRAPH = "model.onnx"
 WEIGHTS = "model.onnx.data"
 IO = {
@@ -82,7 +82,7 @@ def _decoder_with_cache(model):
 
 def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
     """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past;
-    returns the manifest facts about its attention."""
+    returns the manifest facts about its inputs and outputs and its attention."""
     import torch
 
     arch = architecture(model)
@@ -119,8 +119,11 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
         )
     from glass_onnx.passes import GroupQueryAttentionPass, dense_pipeline
 
-    pipeline = dense_pipeline(attention)
+    pipeline = dense_pipeline(attention, max_positions=arch["max_context"])
     pipeline(program.model)
+    # GroupQueryAttention with its own rotary reads no positions: then position_ids is not an input (packed_attention.py)
+    inputs = {v.name for v in program.model.graph.inputs}
+    io = {**IO, "position_ids": IO["position_ids"] if IO["position_ids"] in inputs else None}
     fused = next((p for p in pipeline.passes if isinstance(p, GroupQueryAttentionPass)), None)
     program.save(str(path), external_data=True)
     produced = Path(str(path) + ".data")
@@ -128,9 +131,9 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
         produced.rename(path.parent / WEIGHTS)
     log(f"exported in {time.perf_counter() - start:.0f} s")
     if fused is None or not fused.fused:
-        return {"attention": "Attention", "kv_buffers": False}
+        return {"io": io, "attention": "Attention", "kv_buffers": False}
     # kv_buffers: a runtime may bind fixed-capacity cache buffers, extended in place (group_query_attention.py)
-    return {"attention": "GroupQueryAttention", "kv_buffers": fused.kv_buffers}
+    return {"io": io, "attention": "GroupQueryAttention", "kv_buffers": fused.kv_buffers}
 
 
 def save_tokenizer(tokenizer, directory: Path, instruct: bool) -> dict:
@@ -176,7 +179,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
     log(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
     with atomic_directory(output, force=force) as tmp:
-        attention_facts = export_onnx(model, tmp / GRAPH, attention=attention, log=log)
+        graph_facts = export_onnx(model, tmp / GRAPH, attention=attention, log=log)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
         tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
         tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
@@ -185,8 +188,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
             "model": {"id": spec, "source": source.describe(), **architecture(model)},
             "tokenizer": tokenizer_info,
             "sessions": {"prefill": GRAPH, "decode": GRAPH},
-            "io": IO,
-            **attention_facts,
+            **graph_facts,
             "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
         })
     return Path(output)

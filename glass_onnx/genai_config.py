@@ -10,7 +10,8 @@ def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
     model, io, tok = manifest["model"], manifest["io"], manifest["tokenizer"]
     n = model["num_layers"]
     per_layer = lambda template: [template.format(layer=i) for i in range(n)]
-    managed_in = [io["input_ids"], io["attention_mask"], io["position_ids"], *per_layer(io["past_key"]),
+    positions = [io["position_ids"]] if io.get("position_ids") else []  # absent when attention rotates itself
+    managed_in = [io["input_ids"], io["attention_mask"], *positions, *per_layer(io["past_key"]),
                   *per_layer(io["past_value"])]
     managed_out = [io["logits"], *per_layer(io["present_key"]), *per_layer(io["present_value"])]
     genai_template = lambda t: t.replace("{layer}", "%d")
@@ -30,7 +31,7 @@ def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
                 "num_hidden_layers": n,
                 "num_key_value_heads": model["num_kv_heads"],
                 "inputs": {"input_ids": io["input_ids"], "attention_mask": io["attention_mask"],
-                           "position_ids": io["position_ids"],
+                           **({"position_ids": io["position_ids"]} if positions else {}),
                            "past_key_names": genai_template(io["past_key"]),
                            "past_value_names": genai_template(io["past_value"])},
                 "outputs": {"logits": io["logits"], "present_key_names": genai_template(io["present_key"]),

@@ -1,7 +1,8 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
-Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``AccumulateNeuronStatsPass``,
-``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``SkipRMSNormPass``), the FFN finder
+Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``, ``PackedAttentionPass``,
+``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``,
+``IndexedFFNPass``, ``CompactFFNInputsPass``), the FFN finder
 (``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``,
 ``decode_pipeline``, ``fast_decoder_pipeline``), the builders of the fast layout's small graphs
 (``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names
@@ -23,15 +24,22 @@ from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+from glass_onnx.passes.optional_outputs import OmitUnusedOutputsPass
+from glass_onnx.passes.packed_attention import PackedAttentionPass
+from glass_onnx.passes.padding_bias import PaddingBiasPass
 from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
 
 
-def dense_pipeline(attention: str = "ort") -> ir.passes.PassManager:
+def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.PassManager:
     """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer
-    and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
+    reading one packed QKV projection, rotating it itself and masking only padding (checked up to ``max_positions``
+    positions), and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
     passes = [NameDynamicDimsPass()]
     if attention == "ort":
-        passes += [GroupQueryAttentionPass(), SkipRMSNormPass(), RemoveUnusedNodesPass()]
+        passes += [GroupQueryAttentionPass()]
+        if max_positions:
+            passes += [PaddingBiasPass(max_positions), PackedAttentionPass(max_positions)]
+        passes += [SkipRMSNormPass(), RemoveUnusedNodesPass(), OmitUnusedOutputsPass()]
     return ir.passes.PassManager(passes)
 
 
@@ -42,6 +50,7 @@ def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
         AccumulateNeuronStatsPass(default_zeros=default_stats),
         SelectNeuronsPass(prior_rank, lam, k, fusion),
         NameFixPass(),
+        OmitUnusedOutputsPass(),
     ])
 
 
@@ -52,12 +61,13 @@ def decode_pipeline() -> ir.passes.PassManager:
         RemoveUnusedNodesPass(),
         RemoveUnusedFunctionsPass(),
         NameFixPass(),
+        OmitUnusedOutputsPass(),
     ])
 
 
 def fast_decoder_pipeline(to_inputs: CompactFFNInputsPass) -> ir.passes.PassManager:
     """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
-    return ir.passes.PassManager([to_inputs, RemoveUnusedNodesPass(), NameFixPass()])
+    return ir.passes.PassManager([to_inputs, RemoveUnusedNodesPass(), NameFixPass(), OmitUnusedOutputsPass()])
 
 
 __all__ = [
@@ -72,6 +82,9 @@ __all__ = [
     "dense_pipeline",
     "IndexedFFNPass",
     "NameDynamicDimsPass",
+    "OmitUnusedOutputsPass",
+    "PackedAttentionPass",
+    "PaddingBiasPass",
     "SelectNeuronsPass",
     "SkipRMSNormPass",
     "decode_pipeline",

@@ -94,6 +94,10 @@ class Decoder:
         self.handoff_in = layer_names(glass["handoff"]["input"], n) if glass else []
 
         self._open_sessions(threads)
+        logits = next((o for o in self.decode_session.get_outputs() if o.name == io["logits"]), None)
+        self.logits_dtype = np.float16 if logits is not None and logits.type == "tensor(float16)" else np.float32
+        self.vocab = logits.shape[-1] if logits is not None and isinstance(logits.shape[-1], int) else \
+            self.model["vocab_size"]
 
     def _open_sessions(self, threads: int | None) -> None:
         sessions = self.manifest["sessions"]
@@ -144,21 +148,31 @@ class Decoder:
             raise GlassError("this artifact's GroupQueryAttention takes multi-token steps after the prompt on batch 1 "
                              "only; step the batch one token at a time, or export with --attention onnx")
         mask = np.concatenate([state.attention_mask, new_mask.astype(np.int64)], axis=1)
+        if mask.shape[1] > self.model["max_context"]:  # also the end of GroupQueryAttention's rotary tables
+            raise GlassError(f"this sequence would reach {mask.shape[1]} tokens, past the model's context of "
+                             f"{self.model['max_context']}; shorten the prompt or generate fewer tokens")
         if state.capacity and mask.shape[1] > state.capacity:
             raise GlassError(f"this sequence was given room for {state.capacity} tokens and would reach "
                              f"{mask.shape[1]}; create its state with a larger capacity")
-        # left padding: positions count only real tokens
-        positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
         io = self.io
-        # decode steps with fixed cache buffers and the same extra inputs reuse one binding: only ids, mask and
-        # positions change
+        # decode steps with fixed cache buffers and the same extra inputs reuse one binding: only ids, mask (and
+        # positions) change, the presents stay bound to the buffers
         reused = state.capacity and state.binding is not None and state.binding[0] is session and \
             state.binding[1] is inputs
         binding = state.binding[2] if reused else session.io_binding()
         binding.bind_ortvalue_input(io["input_ids"], self._value(input_ids.astype(np.int64)))
         binding.bind_ortvalue_input(io["attention_mask"], self._value(mask))
-        if io.get("position_ids"):
+        if io.get("position_ids"):  # left padding: positions count only real tokens
+            positions = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -input_ids.shape[1]:]
             binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
+        if reused and not outputs:
+            # a fresh logits buffer each step (callers keep the arrays), and no wrapping of 2 x layers presents
+            logits = ort.OrtValue.ortvalue_from_shape_and_type([*input_ids.shape, self.vocab],
+                                                               self.logits_dtype, self.device, 0)
+            binding.bind_ortvalue_output(io["logits"], logits)
+            session.run_with_iobinding(binding)
+            state.attention_mask = mask
+            return logits.numpy(), []
         if not reused:
             for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
                 binding.bind_ortvalue_input(name, value)

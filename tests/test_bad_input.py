@@ -59,6 +59,18 @@ def test_empty_prompt_and_too_long_generation(capsys, tiny_dense):
     fails(capsys, "generate", tiny_dense, "The sea", "--max-new-tokens", 1000, expect="exceeds the model's context of 256")
 
 
+def test_decoder_refuses_steps_past_the_context(tiny_dense):
+    """Calling the runtime directly: GroupQueryAttention's rotary tables end at the model's context."""
+    from glass_onnx.runtime.decoder import open_decoder
+    from glass_onnx.runtime.errors import GlassError
+
+    decoder = open_decoder(tiny_dense)
+    state = decoder.new_state()
+    decoder.prefill(state, np.ones((1, 256), np.int64))
+    with pytest.raises(GlassError, match="past the model's context of 256"):
+        decoder.decode(state, np.ones((1, 1), np.int64))
+
+
 def copy_artifact(src, dst):
     shutil.copytree(src, dst)
     return dst

@@ -13,3 +13,7 @@ def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
     assert all(r["decode_tok_s"] > 0 and len(r["decode_tok_s_all"]) == 2 and r["ttft_ms"] > 0 for r in rows.values())
     assert rows["a-glass 0.5"]["decode_prep_ms"] > 0 and set(rows["dense"]["prefill_ms_by_length"]) == {4}
     assert "a-glass 0.5 (reference)" in format_table(report)
+    # ratios are paired per round: the median of the per-round ratios
+    r, d = rows["a-glass 0.5"], rows["dense"]
+    per_round = sorted(a / b for a, b in zip(r["ttft_ms_all"], d["ttft_ms_all"]))
+    assert r["ttft_vs_dense"] == round(sum(per_round) / 2, 3)

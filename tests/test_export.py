@@ -39,10 +39,30 @@ def check_against_torch(artifact, model, steps=8, prompt=10, tol=1e-4):
         ref = model(torch.tensor(ids2), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)).logits
     real = mask.astype(bool)
     assert np.abs(logits[real] - ref.numpy()[real]).max() < tol
+    # and decode on: the padded row's positions keep counting real tokens only (torch) or cache slots (the
+    # packed GroupQueryAttention), which rotary attention cannot tell apart
+    with torch.no_grad():
+        out = model(torch.tensor(ids2), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions),
+                    use_cache=True)
+    for _ in range(3):
+        token = np.argmax(logits[:, -1], axis=-1)[:, None]
+        logits = decoder.decode(state, token)
+        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+        with torch.no_grad():
+            out = model(torch.tensor(token), attention_mask=torch.tensor(mask), cache=out.cache, use_cache=True,
+                        position_ids=torch.tensor(mask.sum(1, keepdims=True) - 1))
+        assert np.abs(logits - out.logits.numpy()).max() < tol
 
 
 def test_llama_export_matches_torch(tiny_dense, tiny_model):
     check_against_torch(tiny_dense, tiny_model)
+
+
+def _attention_biases(directory):
+    import onnx
+
+    graph = onnx.load(directory / "model.onnx", load_external_data=False).graph
+    return [n.input[10] for n in graph.node if n.op_type == "GroupQueryAttention"]
 
 
 def _op_counts(directory):
@@ -66,6 +86,11 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     check_against_torch(out, torch_model(src))
     layers = torch_model(src).config.num_hidden_layers
     assert _op_counts(out)["GroupQueryAttention"] == layers and _op_counts(out)["Attention"] == 0
+    # Qwen2's biased projections pack too; Gemma-3 rotates after a per-head norm and keeps its RotaryEmbedding
+    assert _op_counts(out)["RotaryEmbedding"] == (2 * layers if model_type == "gemma3_text" else 0)
+    # causal-and-padding masks become the padding-only bias; the tiny Gemma's sliding-window layers keep theirs
+    kinds = torch_model(src).config.layer_types if model_type == "gemma3_text" else ["full_attention"] * layers
+    assert [b == "glass.padding_bias" for b in _attention_biases(out)] == [k == "full_attention" for k in kinds]
     # every residual Add that a norm reads (two per layer: before the FFN and before the next layer or the head)
     assert _op_counts(out)["SkipSimplifiedLayerNormalization"] == 2 * layers
 
@@ -73,14 +98,19 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
 def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):
     """The default graph runs one GroupQueryAttention per layer; attention="onnx" keeps the standard ops."""
     from glass_onnx.export import export_dense
+    from glass_onnx.runtime import load_manifest
 
     layers = tiny_model.config.num_hidden_layers
     fused = _op_counts(tiny_dense)
     assert fused["GroupQueryAttention"] == layers and fused["Attention"] == 0
     assert fused["SkipSimplifiedLayerNormalization"] == 2 * layers and fused["RMSNormalization"] == 1
+    # one QKV MatMul per layer (+ o, gate, up, down, and the head), the rotary inside GroupQueryAttention
+    assert fused["MatMul"] == 5 * layers + 1 and fused["RotaryEmbedding"] == 0 and fused["Cos"] == 0
+    assert load_manifest(tiny_dense)["io"]["position_ids"] is None
     standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx", log=lambda *_: None)
     assert _op_counts(standard)["Attention"] == layers and _op_counts(standard)["GroupQueryAttention"] == 0
     assert _op_counts(standard)["SkipSimplifiedLayerNormalization"] == 0
+    assert load_manifest(standard)["io"]["position_ids"] == "position_ids"
     assert sum(fused.values()) < sum(_op_counts(standard).values()) - 10 * layers
     check_against_torch(standard, tiny_model)
 

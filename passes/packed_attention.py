@@ -1,0 +1,228 @@
+"""One QKV projection per layer, with the rotary embedding inside GroupQueryAttention.
+
+After ``GroupQueryAttentionPass`` each layer still projects q, k and v with three MatMuls and rotates q and k with two
+``RotaryEmbedding`` nodes fed by per-layer Cos and Sin. GroupQueryAttention reads a packed [q | k | v] query and
+rotates it itself from cos/sin tables (``do_rotary``), which is how onnxruntime-genai builds the same model: four
+nodes fewer per layer and one wider MatMul instead of three narrow ones (BENCHMARKS.md).
+
+The tables are the exporter's own cos/sin subgraph evaluated with ONNX Runtime at positions 0 .. max_positions - 1,
+so every scaling rule the model traced (linear, NTK, Llama-3, ...) is kept value for value.
+
+Positions: GroupQueryAttention counts them from cache slots (slot 0 at the first prompt token of every row), not from
+``position_ids``. A left-padded row's tokens thus sit ``padding`` positions further than Hugging Face numbers them,
+the same shift for its queries and keys; rotary attention depends on position differences only, so its logits stay
+the same (up to float rounding). ``position_ids`` is then read by nothing and leaves the graph's inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from glass_onnx.passes.group_query_attention import MS
+from glass_onnx.passes.subgraph_eval import Subgraph
+
+
+def _producer(value: ir.Value | None, op_type: str, domain: str = "") -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type and node.domain == domain else None
+
+
+def _only_use(value: ir.Value) -> bool:
+    return len(value.uses()) == 1 and not value.is_graph_output()
+
+
+def _projection(value: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value | None] | None:
+    """(x, weight [in, out], bias [out] or None) when ``value`` is MatMul(x, weight) (+ bias), both constant."""
+    add, bias = _producer(value, "Add"), None
+    if add is not None:
+        matmul_out, bias = add.inputs
+        if bias is None or bias.const_value is None or bias.shape is None or len(bias.shape) != 1 or \
+                not _only_use(matmul_out):
+            return None
+        value = matmul_out
+    matmul = _producer(value, "MatMul")
+    if matmul is None:
+        return None
+    x, weight = matmul.inputs
+    if weight is None or weight.const_value is None or weight.shape is None or len(weight.shape) != 2:
+        return None
+    return x, weight, bias
+
+
+def _rotary(value: ir.Value) -> ir.Node | None:
+    """The RotaryEmbedding producing ``value`` on 3-d input with [batch, seq, dim / 2] cos and sin, rotating whole heads."""
+    node = _producer(value, "RotaryEmbedding")
+    if node is None or len(node.inputs) != 3 or node.attributes.get_int("rotary_embedding_dim", 0) or \
+            node.inputs[0] is None or node.inputs[0].shape is None or len(node.inputs[0].shape) != 3:
+        return None
+    return node if _only_use(node.outputs[0]) and _only_use(node.inputs[0]) else None
+
+
+class _Signature:
+    """Structural keys of values, so that the exporter's per-layer copies of Cos(positions * inv_freq) share one table."""
+
+    def __init__(self):
+        self.keys: dict[int, object] = {}
+
+    def __call__(self, value: ir.Value | None):
+        if value is None:
+            return None
+        if id(value) not in self.keys:
+            node = value.producer()
+            if node is None:
+                key = ("value", value.name)  # graph input or initializer
+            else:
+                attributes = tuple(sorted((k, self._attribute(a.value)) for k, a in node.attributes.items()))
+                key = (node.op_type, node.domain, attributes, tuple(self(i) for i in node.inputs), value.index())
+            self.keys[id(value)] = key
+        return self.keys[id(value)]
+
+    @staticmethod
+    def _attribute(value):
+        if hasattr(value, "numpy"):  # a tensor attribute (Constant)
+            array = value.numpy()
+            return (str(array.dtype), array.shape, array.tobytes())
+        return repr(value)
+
+
+def _rotary_tables(model: ir.Model, values: list[ir.Value], positions: str, count: int) -> list[np.ndarray | None]:
+    """Runs the subgraph computing ``values`` (the cos and sin inputs of RotaryEmbedding, [batch, seq, dim / 2])
+    at positions 0 .. count - 1; Nones when it reads anything but ``positions``."""
+    subgraph = Subgraph(model, values)
+    if subgraph.inputs != {positions}:
+        return [None] * len(values)
+    tables = subgraph({positions: np.arange(count, dtype=np.int64)[None]})
+    return [t.reshape(count, -1) if t.ndim == 3 and t.shape[:2] == (1, count) else None for t in tables]
+
+
+class PackedAttentionPass(ir.passes.InPlacePass):
+    """Rewrites GroupQueryAttention(Rotary(x Wq + bq), Rotary(x Wk + bk), x Wv + bv, ...) into
+    GroupQueryAttention(x [Wq | Wk | Wv] + [bq | bk | bv], do_rotary=1, cos and sin tables as initializers).
+
+    Guarantees: graph outputs are unchanged; logits equal the original's up to float rounding for unpadded rows, and
+    for left-padded rows by rotary's shift invariance (module docstring), for sequences up to ``max_positions``;
+    ``position_ids`` is removed from the inputs once nothing but Shape reads it (which then reads input_ids' shape).
+    A layer whose projections are not constant MatMuls of one input, whose rotary covers part of a head, or whose
+    cos/sin depend on anything but ``position_ids`` is left as it is.
+    """
+
+    def __init__(self, max_positions: int, position_ids: str = "position_ids", input_ids: str = "input_ids"):
+        super().__init__()
+        self.max_positions, self.position_ids, self.input_ids = max_positions, position_ids, input_ids
+        self.fused = 0
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        matches = [m for n in graph if (m := self._match(n)) is not None]
+        signature = _Signature()
+        wanted = {signature(v): v for m in matches for v in m["rotary_inputs"]}
+        arrays = {}
+        if wanted:
+            arrays = dict(zip(wanted, _rotary_tables(model, list(wanted.values()), self.position_ids,
+                                                     self.max_positions)))
+        initializers: dict[object, ir.Value] = {}
+
+        def table(value: ir.Value) -> ir.Value:
+            """One initializer per distinct table (a Gemma-style model has one per rotary base)."""
+            key = signature(value)
+            if key not in initializers:
+                name = f"glass.rotary.table_{len(initializers)}"
+                array = np.ascontiguousarray(arrays[key], np.float32)
+                initializers[key] = ir.Value(name=name, shape=ir.Shape(array.shape),
+                                             type=ir.TensorType(ir.DataType.FLOAT),
+                                             const_value=ir.tensor(array, name=name))
+                graph.register_initializer(initializers[key])
+            return initializers[key]
+
+        self.fused = 0
+        for m in matches:
+            cos, sin, k_cos, k_sin = (arrays.get(signature(v)) for v in m["rotary_inputs"])
+            if any(t is None or t.shape != (self.max_positions, m["head_dim"] // 2) for t in (cos, sin)) or \
+                    k_cos is None or k_sin is None or not np.array_equal(cos, k_cos) or not np.array_equal(sin, k_sin):
+                continue  # partial rotary, or q and k rotated differently: GroupQueryAttention takes one table pair
+            self._rewrite(graph, m, table(m["rotary_inputs"][0]), table(m["rotary_inputs"][1]))
+            self.fused += 1
+        if self.fused:
+            from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+            RemoveUnusedNodesPass()(model)
+            self._drop_positions(graph)
+        return ir.passes.PassResult(model, modified=self.fused > 0)
+
+    def _drop_positions(self, graph: ir.Graph) -> None:
+        """Removes ``position_ids`` from the inputs when only its shape is still read: that shape is input_ids' by
+        contract ([batch, sequence]), and the exporter may have taken batch and sequence sizes from either."""
+        positions = next((v for v in graph.inputs if v.name == self.position_ids), None)
+        ids = next((v for v in graph.inputs if v.name == self.input_ids), None)
+        if positions is None or ids is None or any(u.node.op_type != "Shape" for u in positions.uses()):
+            return
+        for use in list(positions.uses()):
+            use.node.replace_input_with(use.idx, ids)
+        graph.inputs.remove(positions)
+
+    @staticmethod
+    def _match(node: ir.Node) -> dict | None:
+        if node.op_type != "GroupQueryAttention" or node.domain != MS or node.attributes.get_int("do_rotary", 0):
+            return None
+        q, k, v = node.inputs[:3]
+        if q is None or k is None or v is None or any(x is not None for x in node.inputs[7:10]):
+            return None
+        rq, rk = _rotary(q), _rotary(k)
+        if rq is None or rk is None or rq.attributes.get_int("interleaved", 0) != rk.attributes.get_int("interleaved", 0):
+            return None
+        projections = [_projection(rq.inputs[0]), _projection(rk.inputs[0]), _projection(v)]
+        if any(p is None for p in projections) or len({id(p[0]) for p in projections}) != 1:
+            return None
+        if not _only_use(v) or (projections[2][2] is None) != (projections[0][2] is None) or \
+                (projections[1][2] is None) != (projections[0][2] is None):
+            return None  # all three biased or none
+        heads, kv_heads = node.attributes.get_int("num_heads"), node.attributes.get_int("kv_num_heads")
+        (_, wq, _), (_, wk, _), (_, wv, _) = projections
+        head_dim = wq.shape[1] // heads
+        if wq.shape[1] != heads * head_dim or wk.shape[1] != kv_heads * head_dim or wv.shape[1] != wk.shape[1]:
+            return None
+        return {"gqa": node, "projections": projections, "head_dim": head_dim,
+                "interleaved": rq.attributes.get_int("interleaved", 0),
+                "rotary_inputs": [rq.inputs[1], rq.inputs[2], rk.inputs[1], rk.inputs[2]]}
+
+    @staticmethod
+    def _rewrite(graph: ir.Graph, m: dict, cos: ir.Value, sin: ir.Value) -> None:
+        gqa = m["gqa"]
+        (x, wq, bq), (_, wk, bk), (_, wv, bv) = m["projections"]
+        name = gqa.name or "attention"
+
+        def packed(parts, suffix):
+            array = np.concatenate([p.const_value.numpy() for p in parts], axis=-1)
+            label = f"{parts[0].name}.{suffix}"
+            while label in graph.initializers:  # one weight shared by two layers (identical tensors deduplicated)
+                label += "_"
+            value = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(parts[0].dtype),
+                             const_value=ir.tensor(array, name=label))
+            graph.register_initializer(value)
+            return value
+
+        matmul = ir.node("MatMul", [x, packed([wq, wk, wv], "qkv")], name=f"{name}/qkv")
+        nodes, qkv = [matmul], matmul.outputs[0]
+        if bq is not None:
+            add = ir.node("Add", [qkv, packed([bq, bk, bv], "qkv_bias")], name=f"{name}/qkv_bias")
+            nodes.append(add)
+            qkv = add.outputs[0]
+        width = sum(w.shape[1] for w in (wq, wk, wv))
+        qkv.dtype = wq.dtype
+        qkv.shape = ir.Shape([*x.shape[:-1], width]) if x.shape is not None else None
+        graph.insert_before(gqa, nodes)
+        attributes = {k: a.value for k, a in gqa.attributes.items()}
+        attributes.update(do_rotary=1, rotary_interleaved=m["interleaved"])
+        inputs = list(gqa.inputs)
+        inputs[0:3] = [qkv, None, None]
+        inputs[7:9] = [cos, sin]
+        fused = ir.node("GroupQueryAttention", inputs, attributes=attributes, domain=MS, num_outputs=3,
+                        name=gqa.name)
+        graph.insert_before(gqa, fused)
+        for new, old in zip(fused.outputs, gqa.outputs):
+            new.dtype, new.shape = old.dtype, old.shape
+            old_name, old.name = old.name, f"{old.name}.unpacked"
+            new.name = old_name
+            ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        graph.remove(gqa, safe=True)
