@@ -22,7 +22,8 @@ MS = "com.microsoft"
 MASKED = float(np.finfo(np.float32).min)  # finite: a fully masked (padding) row stays NaN-free
 
 
-def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+def producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    """The standard-domain ``op_type`` node producing ``value``, or None."""
     node = value.producer() if value is not None else None
     return node if node is not None and node.op_type == op_type and node.domain == "" else None
 
@@ -30,14 +31,14 @@ def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
 def _past_and_new(value: ir.Value) -> tuple[ir.Node, ir.Value, ir.Value] | None:
     """(Concat, past, new) when ``value`` is the cache Concat(past, new), possibly repeated to the query heads by
     Unsqueeze -> Expand -> Reshape."""
-    reshape = _producer(value, "Reshape")
+    reshape = producer(value, "Reshape")
     if reshape is not None:
-        expand = _producer(reshape.inputs[0], "Expand")
-        unsqueeze = _producer(expand.inputs[0], "Unsqueeze") if expand is not None else None
+        expand = producer(reshape.inputs[0], "Expand")
+        unsqueeze = producer(expand.inputs[0], "Unsqueeze") if expand is not None else None
         if unsqueeze is None:
             return None
         value = unsqueeze.inputs[0]
-    concat = _producer(value, "Concat")
+    concat = producer(value, "Concat")
     if concat is None or len(concat.inputs) != 2 or concat.attributes.get_int("axis", 0) not in (2, -2):
         return None
     past, new = concat.inputs
@@ -189,9 +190,9 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
     def _to_bsh(graph: ir.Graph, value: ir.Value, heads: int, before: ir.Node, name: str) -> ir.Value:
         """[batch, heads, seq, dim] -> [batch, seq, heads * dim], reusing the exporter's layout where it can:
         a rotary embedding on Transpose(Reshape(x)) is applied to x itself (RotaryEmbedding reads 3-d input)."""
-        rotary = _producer(value, "RotaryEmbedding")
+        rotary = producer(value, "RotaryEmbedding")
         split = rotary.inputs[0].producer() if rotary is not None else value.producer()
-        if _is_head_split(split) and (reshape := _producer(split.inputs[0], "Reshape")) is not None and \
+        if _is_head_split(split) and (reshape := producer(split.inputs[0], "Reshape")) is not None and \
                 reshape.inputs[0].shape is not None and len(reshape.inputs[0].shape) == 3:
             flat = reshape.inputs[0]
             if rotary is None:

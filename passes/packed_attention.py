@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from glass_onnx.passes.group_query_attention import MS
+from glass_onnx.passes.group_query_attention import MS, producer
 from glass_onnx.passes.subgraph_eval import Subgraph
-
-
-def _producer(value: ir.Value | None, op_type: str, domain: str = "") -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    return node if node is not None and node.op_type == op_type and node.domain == domain else None
 
 
 def _only_use(value: ir.Value) -> bool:
@@ -34,14 +30,14 @@ def _only_use(value: ir.Value) -> bool:
 
 def _projection(value: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value | None] | None:
     """(x, weight [in, out], bias [out] or None) when ``value`` is MatMul(x, weight) (+ bias), both constant."""
-    add, bias = _producer(value, "Add"), None
+    add, bias = producer(value, "Add"), None
     if add is not None:
         matmul_out, bias = add.inputs
         if bias is None or bias.const_value is None or bias.shape is None or len(bias.shape) != 1 or \
                 not _only_use(matmul_out):
             return None
         value = matmul_out
-    matmul = _producer(value, "MatMul")
+    matmul = producer(value, "MatMul")
     if matmul is None:
         return None
     x, weight = matmul.inputs
@@ -52,7 +48,7 @@ def _projection(value: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value | None] |
 
 def _rotary(value: ir.Value) -> ir.Node | None:
     """The RotaryEmbedding producing ``value`` on 3-d input with [batch, seq, dim / 2] cos and sin, rotating whole heads."""
-    node = _producer(value, "RotaryEmbedding")
+    node = producer(value, "RotaryEmbedding")
     if node is None or len(node.inputs) != 3 or node.attributes.get_int("rotary_embedding_dim", 0) or \
             node.inputs[0] is None or node.inputs[0].shape is None or len(node.inputs[0].shape) != 3:
         return None
@@ -144,8 +140,6 @@ class PackedAttentionPass(ir.passes.InPlacePass):
             self._rewrite(graph, m, table(m["rotary_inputs"][0]), table(m["rotary_inputs"][1]))
             self.fused += 1
         if self.fused:
-            from onnx_ir.passes.common import RemoveUnusedNodesPass
-
             RemoveUnusedNodesPass()(model)
             self._drop_positions(graph)
         return ir.passes.PassResult(model, modified=self.fused > 0)

@@ -28,10 +28,16 @@ def _probes(max_positions: int) -> list[tuple[int, int]]:
     return [(0, 6), (6, 3), (9, 1), (max_positions - 1, 1)]
 
 
-def _feeds(graph: ir.Graph, names: set[str], past: int, new: int, io: dict) -> dict | None:
-    """Inputs for one probe (batch 2, the first row left-padded), or None for an input this pass cannot make."""
+def _probe_mask(past: int, new: int) -> np.ndarray:
+    """The attention mask of a probe: batch 2, the first row left-padded."""
     mask = np.ones((2, past + new), np.int64)
     mask[0, :PADDING] = 0
+    return mask
+
+
+def _feeds(graph: ir.Graph, names: set[str], past: int, new: int, io: dict) -> dict | None:
+    """Inputs for one probe, or None for an input this pass cannot make."""
+    mask = _probe_mask(past, new)
     feeds = {}
     for value in graph.inputs:
         if value.name not in names:
@@ -51,8 +57,7 @@ def _feeds(graph: ir.Graph, names: set[str], past: int, new: int, io: dict) -> d
 
 def _causal_and_padding(bias: np.ndarray, past: int, new: int) -> bool:
     total = past + new
-    mask = np.ones((2, total), bool)
-    mask[0, :PADDING] = False
+    mask = _probe_mask(past, new).astype(bool)
     try:
         bias = np.broadcast_to(bias, (2, 1, new, total))
     except ValueError:
@@ -67,8 +72,9 @@ class PaddingBiasPass(ir.passes.InPlacePass):
     """Gives every GroupQueryAttention whose ``attention_bias`` means causal-and-padding the bias Where(attention_mask,
     0, MASKED) broadcast over the queries.
 
-    Guarantees: graph inputs and outputs are unchanged; every non-padding query attends to the same keys with the
-    same (zero) bias as before, on any batch, padding, prompt chunking and past length up to ``max_positions``.
+    Guarantees: graph inputs and outputs are unchanged; a mask is replaced only if it equals the causal-and-padding
+    rule on every probe (module docstring), so non-padding queries attend to the same keys as before; any other
+    mask is kept.
     """
 
     def __init__(self, max_positions: int, attention_mask: str = "attention_mask", input_ids: str = "input_ids",
