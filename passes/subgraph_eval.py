@@ -13,26 +13,21 @@ import onnx_ir as ir
 def ancestors(values: list[ir.Value]) -> tuple[list[ir.Node], set[str], list[ir.Value]]:
     """Nodes computing ``values`` (topological order), the graph inputs they read, the initializers they read."""
     seen, order, inputs, constants = set(), [], set(), {}
-
-    def visit(value: ir.Value | None):
-        if value is None:
-            return
-        node = value.producer()
+    stack = [(v, False) for v in reversed(values)]  # iterative: a value may sit deep in a large graph
+    while stack:
+        value, expanded = stack.pop()
+        node = value.producer() if value is not None else None
         if node is None:
-            if value.const_value is not None:
+            if value is not None and value.const_value is not None:
                 constants[value.name] = value
-            elif value.is_graph_input():
+            elif value is not None and value.is_graph_input():
                 inputs.add(value.name)
-            return
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        for i in node.inputs:
-            visit(i)
-        order.append(node)
-
-    for v in values:
-        visit(v)
+        elif expanded:
+            order.append(node)
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((value, True))  # after its inputs
+            stack.extend((i, False) for i in reversed(node.inputs))
     return order, inputs, list(constants.values())
 
 
