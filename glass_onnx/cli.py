@@ -18,14 +18,14 @@ def _threads(value: str) -> int:
 
 
 def cmd_export(args) -> None:
-    from glass_onnx.export import export_dense
+    from glass_onnx.compiler.export import export_dense
 
     out = export_dense(args.model, args.output, force=args.force, attention=args.attention, log=_log)
     _log(f"wrote {out}")
 
 
 def cmd_compile(args) -> None:
-    from glass_onnx.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
 
     options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
@@ -66,7 +66,7 @@ def _floats(text: str) -> list[float]:
 def cmd_eval(args) -> None:
     from pathlib import Path
 
-    from glass_onnx.evaluate import run_eval
+    from glass_onnx.evaluation.evaluate import run_eval
 
     run_eval(args.model, Path(args.output), [m.strip() for m in args.methods.split(",")], _floats(args.sparsity),
              _floats(args.lams) if args.lams else None, [f.strip() for f in args.fusions.split(",")], args.split,
@@ -76,9 +76,9 @@ def cmd_eval(args) -> None:
 def cmd_bench(args) -> None:
     from pathlib import Path
 
-    from glass_onnx.bench import format_table, run_bench
-    from glass_onnx.compile import CompileOptions, compile_model, dense_artifact
-    from glass_onnx.artifact import cache_dir
+    from glass_onnx.tools.bench import format_table, run_bench
+    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact
+    from glass_onnx.compiler.artifact import cache_dir
 
     dense, _ = dense_artifact(args.model, _log, attention=args.attention)
     variants = {"dense": (dense, "auto")}
@@ -99,7 +99,7 @@ def cmd_bench(args) -> None:
 def cmd_inspect(args) -> None:
     from pathlib import Path
 
-    from glass_onnx.inspect_artifact import describe, open_in_netron
+    from glass_onnx.tools.inspect_artifact import describe, open_in_netron
 
     print(describe(Path(args.artifact)))
     if args.netron:
@@ -109,7 +109,7 @@ def cmd_inspect(args) -> None:
 def cmd_demo(args) -> None:
     from pathlib import Path
 
-    from glass_onnx.demo import run_demo
+    from glass_onnx.tools.demo import run_demo
 
     run_demo(args.model, Path(args.output), args.prompt, args.max_new_tokens, args.sparsity, args.threads, log=_log)
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _attention_option(p)
     p.set_defaults(func=cmd_export)
 
-    from glass_onnx.methods import METHODS
+    from glass_onnx.compiler.settings import METHODS
 
     p = sub.add_parser("compile", help="compile a model into GLASS prefill and decode sessions")
     p.add_argument("model", help="catalog name, HF directory, .gguf file, hub id, or a dense export directory")
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
 
-    from glass_onnx.evaluate import ALL_METHODS
+    from glass_onnx.evaluation.evaluate import ALL_METHODS
 
     p = sub.add_parser("eval", help="quality of each method vs dense through the compiled sessions")
     p.add_argument("model", help="catalog name, model path, or a dense export directory")
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_inspect)
 
-    from glass_onnx.demo import DEFAULT_PROMPT
+    from glass_onnx.tools.demo import DEFAULT_PROMPT
     from glass_onnx.models import DEFAULT_MODEL
 
     p = sub.add_parser("demo", help="compile the default model with A-GLASS; dense and GLASS side by side")

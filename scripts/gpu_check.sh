@@ -10,7 +10,7 @@ mkdir -p "$out"
 py=${PYTHON:-.venv/bin/python}
 nvidia-smi > "$out/nvidia-smi.txt" || true
 $py -m glass_onnx.cli compile smollm2-135m --method a-glass --sparsity 0.5 --attention onnx -o "$out/aglass-0.5" --force
-dense=$($py -c "from glass_onnx.compile import dense_artifact; print(dense_artifact('smollm2-135m', log=lambda *_: None, attention='onnx')[0])")
-$py -m glass_onnx.ep_parity "$dense" "$out/aglass-0.5" --provider cuda | tee "$out/parity.json"
+dense=$($py -c "from glass_onnx.compiler.compile import dense_artifact; print(dense_artifact('smollm2-135m', log=lambda *_: None, attention='onnx')[0])")
+$py -m glass_onnx.tools.ep_parity "$dense" "$out/aglass-0.5" --provider cuda | tee "$out/parity.json"
 $py -m glass_onnx.cli bench smollm2-135m --provider cuda --attention onnx --threads 1 --sparsity 0.5,0.75 --repeats 5 --no-rss --json \
   | tee "$out/bench-cuda.json"

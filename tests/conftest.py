@@ -25,7 +25,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dense(tiny_dir, tmp_path_factory):
-    from glass_onnx.export import export_dense
+    from glass_onnx.compiler.export import export_dense
 
     return export_dense(str(tiny_dir), tmp_path_factory.mktemp("tiny-dense") / "out", log=lambda *_: None)
 
@@ -40,7 +40,7 @@ def tiny_model(tiny_dir):
 
 
 def compile_tiny(dense, out, **options):
-    from glass_onnx.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
 
     options.setdefault("prior_samples", 8)
     options.setdefault("prior_tokens", 32)

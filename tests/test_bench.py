@@ -1,6 +1,6 @@
 """`glass-onnx bench` on the tiny model: every variant measured, ratios against dense, the decode preparation."""
 
-from glass_onnx.bench import format_table, run_bench
+from glass_onnx.tools.bench import format_table, run_bench
 
 
 def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):

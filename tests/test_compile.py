@@ -4,7 +4,7 @@ chunked prefill, and sparse decode equal to GRIFFIN-style weight slicing."""
 import numpy as np
 import pytest
 
-from glass_onnx import reference
+import torch_reference as reference
 from glass_onnx.runtime import Decoder, Generator, load_manifest, open_decoder
 
 PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from glass_onnx.metrics import jaccard, summarise, token_metrics
+from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
 
 
 def test_identical_models_give_zero_kl_and_equal_perplexity():
@@ -29,7 +29,7 @@ def test_metrics_known_answer():
 
 
 def test_prompt_buckets_and_splits(tiny_dense):
-    from glass_onnx.eval_prompts import BUCKETS, prose_prompts
+    from glass_onnx.evaluation.prompts import BUCKETS, prose_prompts
     from glass_onnx.runtime import TextCodec, load_manifest
 
     codec = TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
@@ -42,7 +42,7 @@ def test_prompt_buckets_and_splits(tiny_dense):
 
 
 def test_eval_smoke(tiny_dir, tiny_dense, tmp_path):
-    from glass_onnx.evaluate import run_eval
+    from glass_onnx.evaluation.evaluate import run_eval
     from glass_onnx.runtime.errors import GlassError
 
     with pytest.raises(GlassError, match="--attention onnx"):  # batched teacher forcing needs the standard ops

@@ -78,7 +78,7 @@ def _op_counts(directory):
 def test_other_architectures_export_and_match(model_type, tmp_path):
     from tiny_models import save_tiny_model
 
-    from glass_onnx.export import export_dense
+    from glass_onnx.compiler.export import export_dense
 
     src = save_tiny_model(tmp_path / model_type, model_type)
     out = export_dense(str(src), tmp_path / "onnx", log=lambda *_: None)
@@ -97,7 +97,7 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
 
 def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):
     """The default graph runs one GroupQueryAttention per layer; attention="onnx" keeps the standard ops."""
-    from glass_onnx.export import export_dense
+    from glass_onnx.compiler.export import export_dense
     from glass_onnx.runtime import load_manifest
 
     layers = tiny_model.config.num_hidden_layers

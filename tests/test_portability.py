@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from glass_onnx.inspect_artifact import PORTABLE_CONTRIB_OPS, describe, non_portable_ops
+from glass_onnx.tools.inspect_artifact import PORTABLE_CONTRIB_OPS, describe, non_portable_ops
 
 
 @pytest.mark.parametrize("fusion", ["rank", "plackett-luce"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from glass_onnx import reference
+import torch_reference as reference
 from glass_onnx.runtime import Decoder, Generator, load_manifest
 
 MODELS = [pytest.param("smollm2-135m", marks=pytest.mark.integration),
@@ -19,8 +19,8 @@ PROMPT = "The old lighthouse keeper looked out over the grey sea and remembered"
 
 @pytest.fixture(scope="module", params=MODELS)
 def real(request, tmp_path_factory):
-    from glass_onnx.compile import dense_artifact
-    from glass_onnx.sources import load_model, resolve
+    from glass_onnx.compiler.compile import dense_artifact
+    from glass_onnx.compiler.sources import load_model, resolve
 
     torch.set_num_threads(2)
     dense, _ = dense_artifact(request.param, log=lambda *_: None)
@@ -30,7 +30,7 @@ def real(request, tmp_path_factory):
 
 
 def compiled(real, **options):
-    from glass_onnx.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
 
     options = {"prior_samples": 4, "prior_tokens": 32, **options}
     name = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
@@ -122,7 +122,7 @@ def test_chunked_prefill_selects_the_same_sets(real):
 
 
 def test_at_least_100_eval_prompts_per_bucket(real):
-    from glass_onnx.eval_prompts import BUCKETS, chat_prompts, prose_prompts
+    from glass_onnx.evaluation.prompts import BUCKETS, chat_prompts, prose_prompts
     from glass_onnx.runtime import TextCodec
 
     codec = TextCodec(real["dense"], load_manifest(real["dense"])["tokenizer"])

@@ -1,6 +1,6 @@
 """Check that an artifact gives the same logits and greedy tokens on another execution provider as on the CPU.
 
-Run: python -m glass_onnx.ep_parity ARTIFACT [ARTIFACT ...] --provider cuda
+Run: python -m glass_onnx.tools.ep_parity ARTIFACT [ARTIFACT ...] --provider cuda
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.artifact import cache_dir
+from glass_onnx.compiler.artifact import cache_dir
 from glass_onnx.runtime.errors import GlassError
 
 KINDS = ("activation", "impact")

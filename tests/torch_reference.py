@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 
 from glass_onnx.passes.glass_ops import PL_GAMMA_A, PL_GAMMA_B, PL_ITERATIONS
-from glass_onnx.priors import down_proj_modules
+from glass_onnx.compiler.priors import down_proj_modules
 
 
 def local_stats(model, input_ids, attention_mask=None) -> np.ndarray:

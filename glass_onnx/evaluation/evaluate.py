@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.metrics import jaccard, summarise, token_metrics
-from glass_onnx.methods import get_method
+from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
+from glass_onnx.compiler.settings import get_method
 from glass_onnx.passes.io_names import KEEP, LAM, PRIOR_RANK
 from glass_onnx.runtime.decoder import Decoder
 from glass_onnx.runtime.errors import GlassError
@@ -158,12 +158,12 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
              gen_len: int, prompts_file: str | None, threads: int | None, samples: int, force: bool, log=print) -> dict:
     from tqdm import tqdm
 
-    from glass_onnx.artifact import atomic_directory
-    from glass_onnx.compile import CompileOptions, compile_model, dense_artifact, global_prior
-    from glass_onnx.eval_prompts import file_prompts, load_prompts
-    from glass_onnx.eval_report import write_report
+    from glass_onnx.compiler.artifact import atomic_directory
+    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact, global_prior
+    from glass_onnx.evaluation.prompts import file_prompts, load_prompts
+    from glass_onnx.evaluation.report import write_report
     from glass_onnx.models import CATALOG
-    from glass_onnx.priors import ranks
+    from glass_onnx.compiler.priors import ranks
     from glass_onnx.runtime.manifest import load_manifest
     from glass_onnx.runtime.text import TextCodec
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from glass_onnx.artifact import cache_dir
+from glass_onnx.compiler.artifact import cache_dir
 from glass_onnx.models import CATALOG, ModelRecipe
 from glass_onnx.runtime.errors import GlassError
 

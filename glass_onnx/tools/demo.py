@@ -22,7 +22,7 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, width
 
 def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsity: float, threads: int | None,
              log=print) -> None:
-    from glass_onnx.compile import CompileOptions, compile_model, dense_artifact
+    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact
     from glass_onnx.runtime import Generator
 
     dense, _ = dense_artifact(model, log)

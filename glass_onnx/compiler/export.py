@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from glass_onnx.artifact import atomic_directory, versions
+from glass_onnx.compiler.artifact import atomic_directory, versions
 from glass_onnx.runtime.manifest import write_manifest
 
 OPSET = 23
@@ -171,7 +171,7 @@ def eos_token_ids(model, tokenizer) -> list[int]:
 def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort", log=print) -> Path:
     """`glass-onnx export`: load the model, export it, and write a complete dense artifact directory."""
     from glass_onnx.runtime.errors import GlassError
-    from glass_onnx.sources import load_model, resolve
+    from glass_onnx.compiler.sources import load_model, resolve
 
     if attention not in ATTENTION:
         raise GlassError(f"unknown attention form '{attention}'; choose {' or '.join(ATTENTION)}")

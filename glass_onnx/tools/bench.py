@@ -31,7 +31,7 @@ SETTLE_S = 0.2
 
 def bench_prompt(codec, length: int) -> list[int]:
     """``length`` tokens of real prose (shipped Botchan text), without special tokens."""
-    from glass_onnx.eval_prompts import data_lines
+    from glass_onnx.evaluation.prompts import data_lines
 
     ids: list[int] = []
     for paragraph in data_lines("botchan.txt"):
@@ -43,7 +43,7 @@ def bench_prompt(codec, length: int) -> list[int]:
 
 def peak_rss_mb(artifact: Path, layout: str, threads: int, prompt_len: int, new_tokens: int) -> float:
     """Peak RSS of a fresh process that loads the artifact and generates once."""
-    out = subprocess.run([sys.executable, "-m", "glass_onnx.bench", "--rss-probe", str(artifact), layout, str(threads),
+    out = subprocess.run([sys.executable, "-m", "glass_onnx.tools.bench", "--rss-probe", str(artifact), layout, str(threads),
                           str(prompt_len), str(new_tokens)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

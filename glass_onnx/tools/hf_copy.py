@@ -1,6 +1,6 @@
 """Write a plain Hugging Face (safetensors) copy of a model source, e.g. for onnxruntime-genai's model builder.
 
-Run: python -m glass_onnx.hf_copy MODEL OUT_DIR
+Run: python -m glass_onnx.tools.hf_copy MODEL OUT_DIR
 GGUF-loaded models refuse save_pretrained ("not serializable"), so the dequantised weights go into a plain model
 built from the config.
 """
@@ -15,8 +15,8 @@ def save_hf_copy(spec: str, output: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from glass_onnx.artifact import atomic_directory
-    from glass_onnx.sources import load_model, resolve
+    from glass_onnx.compiler.artifact import atomic_directory
+    from glass_onnx.compiler.sources import load_model, resolve
 
     model, tokenizer = load_model(resolve(spec))
     config = model.config

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.artifact import atomic_directory, cache_dir, versions
-from glass_onnx.methods import get_method, check_settings
-from glass_onnx.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
+from glass_onnx.compiler.artifact import atomic_directory, cache_dir, versions
+from glass_onnx.compiler.settings import get_method, check_settings
+from glass_onnx.compiler.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
                                samples_path, save_prior)
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.fast_decoder import panel_width
@@ -50,7 +50,7 @@ class _ModelLoader:
 
     def get(self):
         if self._loaded is None:
-            from glass_onnx.sources import load_model
+            from glass_onnx.compiler.sources import load_model
 
             self.log(f"loading {self.source.spec} in torch ...")
             self._loaded = load_model(self.source)
@@ -71,8 +71,8 @@ def _source_key(source) -> str:
 def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, object | None]:
     """A dense artifact for ``spec``: the directory itself if it is one, else a cached export (``attention``: the
     export's attention form, see export.py)."""
-    from glass_onnx.export import export_dense
-    from glass_onnx.sources import resolve
+    from glass_onnx.compiler.export import export_dense
+    from glass_onnx.compiler.sources import resolve
 
     if Path(spec).is_dir() and (Path(spec) / "manifest.json").exists():
         manifest = load_manifest(spec)
@@ -83,7 +83,7 @@ def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, 
                              "only); pass the model itself, or a dense export made with --attention onnx")
         return Path(spec), None
     source = resolve(spec)
-    from glass_onnx.export import REVISION
+    from glass_onnx.compiler.export import REVISION
 
     form = "-onnx-attention" if attention == "onnx" else ""
     directory = cache_dir() / "exports" / f"{_source_key(source)}-r{REVISION}{form}"
@@ -96,7 +96,7 @@ def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, 
 
 def _recorded_source(manifest: dict):
     """The model source a dense export was made from, as its manifest recorded it."""
-    from glass_onnx.sources import ModelSource, resolve
+    from glass_onnx.compiler.sources import ModelSource, resolve
 
     recorded = manifest["model"]["source"]
     if not Path(recorded["path"]).exists() and recorded["kind"] != "hub":
@@ -129,7 +129,7 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
         log(f"using the cached {method.prior} prior {path}")
         values = np.load(path)["values"]
     else:
-        from glass_onnx.sources import load_model
+        from glass_onnx.compiler.sources import load_model
 
         log(f"computing the {method.prior} prior (N={settings.samples}, T={settings.tokens}) ...")
         start = time.perf_counter()
@@ -215,7 +215,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     import onnx
 
     from glass_onnx.passes import io_names
-    from glass_onnx.shared_weights import save_sharing_weights
+    from glass_onnx.compiler.shared_weights import save_sharing_weights
 
     method = get_method(options.method)
     if options.fusion not in ("rank", "plackett-luce"):
@@ -241,7 +241,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     with atomic_directory(output, force=force) as tmp:
         stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights))
         if options.genai:
-            from glass_onnx.genai_config import genai_config
+            from glass_onnx.compiler.genai_config import genai_config
 
             (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, GENAI_PREFILL, GENAI_DECODE), indent=2))
         for name in graphs:
