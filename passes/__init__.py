@@ -1,95 +1,25 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
-Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``, ``PackedAttentionPass``,
-``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``,
-``IndexedFFNPass``, ``CompactFFNInputsPass``), the FFN finder
+Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``,
+``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``,
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``GenaiKeptHandoffPass``), the FFN finder
 (``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``,
 ``decode_pipeline``, ``fast_decoder_pipeline``), the builders of the fast layout's small graphs
-(``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the I/O names
-(``io_names``).
+(``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the GLASS math
+they implement (``glass_math``, numpy). Attributes load on first use, so ``glass_math`` alone needs only numpy.
 """
 
-from __future__ import annotations
+from glass_onnx.runtime.lazy_exports import lazy_exports
 
-import numpy as np
-import onnx_ir as ir
-from onnx_ir.passes.common import CheckerPass, NameFixPass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass
-
-from glass_onnx.passes import glass_ops, io_names
-from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
-from glass_onnx.passes.ffn_inputs import CompactFFNInputsPass
-from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
-from glass_onnx.passes.glass_graphs import build_compact_model, build_select_model
-from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
-from glass_onnx.passes.indexed_ffn import IndexedFFNPass
-from glass_onnx.passes.neuron_selection import SelectNeuronsPass
-from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
-from glass_onnx.passes.optional_outputs import OmitUnusedOutputsPass
-from glass_onnx.passes.packed_attention import PackedAttentionPass
-from glass_onnx.passes.padding_bias import PaddingBiasPass
-from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
-
-
-def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.PassManager:
-    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer
-    reading one packed QKV projection, rotating it itself and masking only padding (checked up to ``max_positions``
-    positions), and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
-    passes = [NameDynamicDimsPass()]
-    if attention == "ort":
-        passes += [GroupQueryAttentionPass()]
-        if max_positions:
-            passes += [PaddingBiasPass(max_positions), PackedAttentionPass(max_positions)]
-        passes += [SkipRMSNormPass(), RemoveUnusedNodesPass(), OmitUnusedOutputsPass()]
-    return ir.passes.PassManager(passes)
-
-
-def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
-                     default_stats: bool = False) -> ir.passes.PassManager:
-    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer."""
-    return ir.passes.PassManager([
-        AccumulateNeuronStatsPass(default_zeros=default_stats),
-        SelectNeuronsPass(prior_rank, lam, k, fusion),
-        NameFixPass(),
-        OmitUnusedOutputsPass(),
-    ])
-
-
-def decode_pipeline() -> ir.passes.PassManager:
-    """Dense decoder -> decode: every FFN restricted to the kept neurons handed over by prefill."""
-    return ir.passes.PassManager([
-        IndexedFFNPass(),
-        RemoveUnusedNodesPass(),
-        RemoveUnusedFunctionsPass(),
-        NameFixPass(),
-        OmitUnusedOutputsPass(),
-    ])
-
-
-def fast_decoder_pipeline(to_inputs: CompactFFNInputsPass) -> ir.passes.PassManager:
-    """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
-    return ir.passes.PassManager([to_inputs, RemoveUnusedNodesPass(), NameFixPass(), OmitUnusedOutputsPass()])
-
-
-__all__ = [
-    "AccumulateNeuronStatsPass",
-    "CompactFFNInputsPass",
-    "build_compact_model",
-    "build_select_model",
-    "fast_decoder_pipeline",
-    "CheckerPass",
-    "GatedFFN",
-    "GroupQueryAttentionPass",
-    "dense_pipeline",
-    "IndexedFFNPass",
-    "NameDynamicDimsPass",
-    "OmitUnusedOutputsPass",
-    "PackedAttentionPass",
-    "PaddingBiasPass",
-    "SelectNeuronsPass",
-    "SkipRMSNormPass",
-    "decode_pipeline",
-    "find_gated_ffns",
-    "glass_ops",
-    "io_names",
-    "prefill_pipeline",
-]
+_EXPORTS = {
+    "NameDynamicDimsPass": "dynamic_dims", "GroupQueryAttentionPass": "group_query_attention",
+    "PaddingBiasPass": "padding_bias", "PackedAttentionPass": "packed_attention", "SkipRMSNormPass": "skip_rms_norm",
+    "OmitUnusedOutputsPass": "optional_outputs", "AccumulateNeuronStatsPass": "neuron_stats",
+    "SelectNeuronsPass": "neuron_selection", "IndexedFFNPass": "indexed_ffn", "CompactFFNInputsPass": "ffn_inputs",
+    "GenaiKeptHandoffPass": "genai_handoff", "find_gated_ffns": "ffn_pattern", "GatedFFN": "ffn_pattern",
+    "dense_pipeline": "pipelines", "prefill_pipeline": "pipelines", "decode_pipeline": "pipelines",
+    "fast_decoder_pipeline": "pipelines", "build_select_model": "glass_graphs", "build_compact_model": "glass_graphs",
+    "glass_ops": "glass_ops", "glass_math": "glass_math",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

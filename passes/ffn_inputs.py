@@ -17,19 +17,22 @@ Every layer's compact weights have the same shape (one k), and are all bound or 
 
 from __future__ import annotations
 
-import numpy as np
+import json
+
 import onnx_ir as ir
 
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
-from glass_onnx.passes.io_names import tensor_value
+from glass_onnx.passes.values import constant, tensor_value
+from glass_onnx.runtime.protocol import FFN_DOWN, FFN_GATE_UP, FFN_Z
 
-FFN_GATE_UP = "ffn.{layer}.gate_up"  # [ffn_batch, 2k / width, H, width]; ffn_batch 1 (shared) or batch
-FFN_DOWN = "ffn.{layer}.down"  # [ffn_batch, H / h, k, h]
-FFN_Z = "ffn.{layer}.z"  # [batch, sequence, I]: act(gate) * up on the constant path (empty in decode)
+FFN_WEIGHTS = "glass.ffn_weights"  # model metadata: per layer, the names of its gate, up and down initializers
 
 
-def _const(name: str, values) -> ir.Node:
-    return ir.node("Constant", [], attributes={"value": ir.tensor(np.array(values, np.int64))}, name=name)
+def ffn_weights(model: ir.Model) -> list[dict[str, ir.Value]]:
+    """Per layer, the FFN's constant weights {"gate", "up", "down"}, as CompactFFNInputsPass recorded them."""
+    initializers = model.graph.initializers
+    return [{part: initializers[name] for part, name in layer.items()}
+            for layer in json.loads(model.metadata_props[FFN_WEIGHTS])]
 
 
 class CompactFFNInputsPass(ir.passes.InPlacePass):
@@ -38,13 +41,9 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
     Guarantees: with the compact inputs empty (``ffn.{layer}.gate_up`` [1, 0, H, 1], ``ffn.{layer}.down``
     [1, H / h, 0, h]) every original output is unchanged and ``ffn.{layer}.z`` is the FFN's activation; bound to
     the panels of a subset of neurons (as compact.onnx builds them), every FFN is the dense FFN restricted to them.
-    The FFN weights stay initializers; ``self.weights`` lists them per layer ({"gate", "up", "down"}) so the
-    caller can store the copies compact.onnx gathers from.
+    The FFN weights stay initializers; the model's metadata ``glass.ffn_weights`` names them per layer (read it with
+    ``ffn_weights``), so the caller can store the copies compact.onnx gathers from.
     """
-
-    def __init__(self):
-        super().__init__()
-        self.weights: list[dict[str, ir.Value]] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -57,7 +56,8 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         route = self._route(graph, ffns[0], entries[0], inputs[0][0])
         for ffn, entry, (gate_up, down) in zip(ffns, entries, inputs):
             self._split_rows(graph, ffn, entry, gate_up, down, *route)
-            self.weights.append({"gate": ffn.w_gate, "up": ffn.w_up, "down": ffn.w_down})
+        model.metadata_props[FFN_WEIGHTS] = json.dumps(
+            [{"gate": ffn.w_gate.name, "up": ffn.w_up.name, "down": ffn.w_down.name} for ffn in ffns])
         return ir.passes.PassResult(model, modified=True)
 
     @staticmethod
@@ -83,7 +83,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         full = ir.node("Sub", [rows.outputs[0], compact.outputs[0]], name=f"{p}/full_rows")
         batch = ir.node("Shape", [first.x], attributes={"start": 0, "end": 1}, name=f"{p}/batch")
         gate_up_width = ir.node("Mul", [panels.outputs[0], width.outputs[0]], name=f"{p}/gate_up_width")
-        hidden = _const(f"{p}/hidden", [first.w_gate.shape[0]])
+        hidden = constant([first.w_gate.shape[0]], f"{p}/hidden")
         # explicit shapes (no -1): the unused path has zero rows, from which Reshape cannot infer a dimension
         shapes = [ir.node("Concat", [batch.outputs[0], compact.outputs[0], last.outputs[0]], attributes={"axis": 0},
                           name=f"{p}/{what}_shape") for what, last in (("gate_up", gate_up_width), ("down", hidden))]
@@ -94,7 +94,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
     def _split_rows(self, graph: ir.Graph, ffn: GatedFFN, entry: ir.Node, gate_up: ir.Value, down: ir.Value,
                     full_rows: ir.Value, gate_up_shape: ir.Value, down_shape: ir.Value) -> None:
         p = f"glass/layers.{ffn.layer}/compact_ffn"
-        start, end, axis = _const(f"{p}/start", [0]), _const(f"{p}/end", [2**62]), _const(f"{p}/axis", [1])
+        start, end, axis = constant([0], f"{p}/start"), constant([2**62], f"{p}/end"), constant([1], f"{p}/axis")
         to_constant = ir.node("Slice", [ffn.x, start.outputs[0], full_rows, axis.outputs[0]], name=f"{p}/constant_rows")
         to_compact = ir.node("Slice", [ffn.x, full_rows, end.outputs[0], axis.outputs[0]], name=f"{p}/compact_rows")
         graph.insert_before(entry, [start, end, axis, to_constant, to_compact])
@@ -132,7 +132,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
                       name: str) -> ir.Value:
         """MatMul(x [B, S, K], W [K, N]) as Reshape(Transpose(MatMul(x[:, None], panels [fb, N/w, K, w]))): the
         rows share each panel, read once, as one [S, K] x [K, w] product."""
-        axis = _const(f"{name}/axis", [1])
+        axis = constant([1], f"{name}/axis")
         rows = ir.node("Unsqueeze", [x, axis.outputs[0]], name=f"{name}/Unsqueeze")  # [B, 1, S, K]
         product = ir.node("MatMul", [rows.outputs[0], panels], name=f"{name}/MatMul")  # [B, N/w, S, w]
         by_row = ir.node("Transpose", [product.outputs[0]], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/Transpose")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from glass_onnx.passes.io_names import KEPT_NEURONS
-
-KEPT_STATE = "kept_neurons_state.{layer}"  # genai value-store key the sets live under
-KEPT_NEXT = "kept_neurons_next.{layer}"  # decode output forwarded back to that key
+from glass_onnx.runtime.protocol import GENAI_KEPT_NEXT, GENAI_KEPT_STATE, KEPT_NEURONS
 
 
 class GenaiKeptHandoffPass(ir.passes.InPlacePass):
@@ -24,9 +21,9 @@ class GenaiKeptHandoffPass(ir.passes.InPlacePass):
         layer = 0
         by_name = {v.name: v for v in graph.inputs}
         while (value := by_name.get(KEPT_NEURONS.format(layer=layer))) is not None:
-            value.name = KEPT_STATE.format(layer=layer)
+            value.name = GENAI_KEPT_STATE.format(layer=layer)
             node = ir.node("Identity", [value], name=f"glass/layers.{layer}/carry_kept")
-            node.outputs[0].name = KEPT_NEXT.format(layer=layer)
+            node.outputs[0].name = GENAI_KEPT_NEXT.format(layer=layer)
             node.outputs[0].shape, node.outputs[0].type = value.shape, value.type
             graph.append(node)
             graph.outputs.append(node.outputs[0])

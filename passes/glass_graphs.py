@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from glass_onnx.passes import glass_ops
-from glass_onnx.passes.ffn_inputs import FFN_Z
-from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS, tensor_value
-from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 
-TOKEN_MASK = "token_mask"  # [batch, sequence] int64: the attention mask's columns of this chunk
-# compact.onnx (one layer): the full weights in, the kept neurons' panels out
-FULL_GATE_UP, FULL_DOWN = "ffn_full.gate_up", "ffn_full.down"
-KEPT = "kept_neurons"
-COMPACT_GATE_UP, COMPACT_DOWN = "ffn.gate_up", "ffn.down"
-PANEL_WIDTH = "glass.panel_width"  # [1] int64, divides k: kept neurons per gate/up panel
+from glass_onnx.passes import glass_ops
+from glass_onnx.passes.neuron_selection import SelectNeuronsPass
+from glass_onnx.passes.values import tensor_value
+from glass_onnx.runtime.protocol import (COMPACT_DOWN, COMPACT_FULL_DOWN, COMPACT_FULL_GATE_UP, COMPACT_GATE_UP,
+                                         COMPACT_KEPT, COMPACT_PANEL_WIDTH, FFN_Z, PAST_NEURON_STATS,
+                                         PRESENT_NEURON_STATS, TOKEN_MASK)
 
 
 def _model(graph: ir.Graph, functions) -> ir.Model:
@@ -58,9 +54,9 @@ def build_compact_model(hidden: int, size: int, hidden_panel: int) -> ir.Model:
     the compact ffn.gate_up [batch, 2k / width, H, width] and ffn.down [batch, H / h, k, h] that the decoder binds
     for decode (h = ``hidden_panel``)."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
-    width = tensor_value(PANEL_WIDTH, I64, [1])
-    full = [tensor_value(FULL_GATE_UP, F, [2 * size, hidden]), tensor_value(FULL_DOWN, F, [size, hidden])]
-    kept = tensor_value(KEPT, I64, ["batch", "kept"])
+    width = tensor_value(COMPACT_PANEL_WIDTH, I64, [1])
+    full = [tensor_value(COMPACT_FULL_GATE_UP, F, [2 * size, hidden]), tensor_value(COMPACT_FULL_DOWN, F, [size, hidden])]
+    kept = tensor_value(COMPACT_KEPT, I64, ["batch", "kept"])
     outs = [tensor_value(COMPACT_GATE_UP, F, ["batch", "gate_up_panels", hidden, "panel_width"]),
             tensor_value(COMPACT_DOWN, F, ["batch", hidden // hidden_panel, "kept", hidden_panel])]
     graph = ir.Graph([*full, kept, width], outs, nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},

@@ -14,12 +14,41 @@ runtime may bind fixed-capacity cache buffers that GroupQueryAttention extends i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from glass_onnx.passes.values import constant, graph_input
+from glass_onnx.runtime.protocol import ATTENTION_MASK, INPUT_IDS
+
 MS = "com.microsoft"
 MASKED = float(np.finfo(np.float32).min)  # finite: a fully masked (padding) row stays NaN-free
+# model metadata the pass leaves for the exporter's manifest (a pass returns its facts in the model)
+ATTENTION = "glass.attention"  # "GroupQueryAttention" once a layer is rewritten
+KV_BUFFERS = "glass.kv_buffers"  # "true" when a runtime may bind fixed-capacity cache buffers, else "false"
+
+
+@dataclasses.dataclass
+class CacheConcat:
+    """The exporter's cache update: Concat(past, new) along the sequence axis."""
+
+    concat: ir.Node
+    past: ir.Value  # a graph input [batch, kv_heads, past_sequence, head_dim]
+    new: ir.Value  # this call's keys or values [batch, kv_heads, sequence, head_dim]
+
+
+@dataclasses.dataclass
+class CachedAttention:
+    """A standard Attention over a concatenated KV cache, with the head counts GroupQueryAttention needs."""
+
+    node: ir.Node
+    keys: CacheConcat
+    values: CacheConcat
+    heads: int
+    kv_heads: int
+    head_dim: int
 
 
 def producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
@@ -28,9 +57,9 @@ def producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
     return node if node is not None and node.op_type == op_type and node.domain == "" else None
 
 
-def _past_and_new(value: ir.Value) -> tuple[ir.Node, ir.Value, ir.Value] | None:
-    """(Concat, past, new) when ``value`` is the cache Concat(past, new), possibly repeated to the query heads by
-    Unsqueeze -> Expand -> Reshape."""
+def _cache_concat(value: ir.Value) -> CacheConcat | None:
+    """The cache Concat(past, new) that ``value`` is, possibly repeated to the query heads by Unsqueeze -> Expand ->
+    Reshape, or None."""
     reshape = producer(value, "Reshape")
     if reshape is not None:
         expand = producer(reshape.inputs[0], "Expand")
@@ -42,7 +71,7 @@ def _past_and_new(value: ir.Value) -> tuple[ir.Node, ir.Value, ir.Value] | None:
     if concat is None or len(concat.inputs) != 2 or concat.attributes.get_int("axis", 0) not in (2, -2):
         return None
     past, new = concat.inputs
-    return (concat, past, new) if past is not None and past.is_graph_input() else None
+    return CacheConcat(concat, past, new) if past is not None and past.is_graph_input() else None
 
 
 def _is_head_split(node: ir.Node | None) -> bool:
@@ -57,23 +86,18 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
     Guarantees: graph inputs and outputs are unchanged (``present.*`` keep their names, shapes and meaning);
     logits equal the original graph's up to float rounding, for any batch, padding, prompt chunking and sliding
     window the mask encodes. An Attention not fed by a Concat(past, new) cache, or with options
-    GroupQueryAttention lacks (softcap other than 0, qk output modes), is left as it is.
+    GroupQueryAttention lacks (softcap other than 0, qk output modes), is left as it is. When a layer is rewritten
+    the model's metadata says so (``glass.attention``) and whether the cache inputs may be fixed-capacity buffers
+    (``glass.kv_buffers``: every cache input is read only by GroupQueryAttention and for its batch size).
     """
-
-    def __init__(self, attention_mask: str = "attention_mask", input_ids: str = "input_ids"):
-        super().__init__()
-        self.attention_mask, self.input_ids = attention_mask, input_ids
-        self.fused = 0
-        self.kv_buffers = False  # True when every cache input is read only by GroupQueryAttention and its batch size
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        mask_input = next((v for v in graph.inputs if v.name == self.attention_mask), None)
+        mask_input = graph_input(graph, ATTENTION_MASK)
         attentions = [n for n in graph if n.op_type == "Attention" and n.domain == ""]
         if mask_input is None or not attentions:
             return ir.passes.PassResult(model, modified=False)
-        lengths, biases = None, {}
-        self.fused = 0
+        lengths, biases, fused = None, {}, 0
         for node in attentions:
             match = self._match(node)
             if match is None:
@@ -83,17 +107,19 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
             mask = node.inputs[3]
             if id(mask) not in biases:
                 biases[id(mask)] = self._bias(graph, mask, node)
-            self._rewrite(graph, node, *match, *lengths, biases[id(mask)])
-            self.fused += 1
-        if self.fused:
+            self._rewrite(graph, match, *lengths, biases[id(mask)])
+            fused += 1
+        if fused:
             model.opset_imports.setdefault(MS, 1)
             RemoveUnusedNodesPass()(model)  # the replaced Concat chains still read the cache inputs
-            self.kv_buffers = self._past_length_from_masks(graph, mask_input)
-        return ir.passes.PassResult(model, modified=self.fused > 0)
+            model.metadata_props[ATTENTION] = "GroupQueryAttention"
+            model.metadata_props[KV_BUFFERS] = str(self._past_length_from_masks(graph, mask_input)).lower()
+        return ir.passes.PassResult(model, modified=fused > 0)
 
-    def _past_length_from_masks(self, graph: ir.Graph, mask: ir.Value) -> bool:
+    @classmethod
+    def _past_length_from_masks(cls, graph: ir.Graph, mask: ir.Value) -> bool:
         """Rewrites Shape(past)[2] (the exporter's past length) as width(attention_mask) - width(input_ids)."""
-        ids = next((v for v in graph.inputs if v.name == self.input_ids), None)
+        ids = graph_input(graph, INPUT_IDS)
         pasts = [v for v in graph.inputs if any(u.node.op_type == "GroupQueryAttention" for u in v.uses())]
         if ids is None or not pasts:
             return False
@@ -111,7 +137,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
                 if not start <= 2 < end:
                     continue  # batch, heads or head size: the same in a buffer
                 if length is None:
-                    length = self._length_nodes(graph, mask, ids, next(iter(graph)))
+                    length = cls._length_nodes(graph, mask, ids, next(iter(graph)))
                 pieces = []
                 for lo, hi in ((start, 2), (3, end)):
                     if lo < hi:
@@ -136,28 +162,25 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         return past.outputs[0]
 
     @staticmethod
-    def _match(node: ir.Node):
+    def _match(node: ir.Node) -> CachedAttention | None:
         if len(node.inputs) != 4 or node.inputs[3] is None or len(node.outputs) != 1:
             return None  # no mask (would need is_causal semantics) or already has a cache of its own
         if node.attributes.get_int("qk_matmul_output_mode", 0) != 0 or node.attributes.get_float("softcap", 0.0) != 0.0:
             return None
         q, k, v = node.inputs[:3]
-        keys, values = _past_and_new(k), _past_and_new(v)
-        if keys is None or values is None or q.shape is None or keys[2].shape is None or len(q.shape) != 4:
+        keys, values = _cache_concat(k), _cache_concat(v)
+        if keys is None or values is None or q.shape is None or keys.new.shape is None or len(q.shape) != 4:
             return None
-        heads, kv_heads, head_dim = q.shape[1], keys[2].shape[1], q.shape[3]
+        heads, kv_heads, head_dim = q.shape[1], keys.new.shape[1], q.shape[3]
         if not all(isinstance(d, int) for d in (heads, kv_heads, head_dim)) or heads % kv_heads:
             return None
-        return keys, values, heads, kv_heads, head_dim
+        return CachedAttention(node, keys, values, heads, kv_heads, head_dim)
 
     @staticmethod
     def _lengths(graph: ir.Graph, mask: ir.Value, before: ir.Node) -> tuple[ir.Value, ir.Value]:
         """seqlens_k [batch] and total_sequence_length [] (int32): every row spans the mask's full width, so
         GroupQueryAttention never treats left padding as right padding; the bias masks the padding."""
-        def const(values):
-            return ir.node("Constant", [], attributes={"value": ir.tensor(np.array(values, np.int64))})
-
-        one, zero = const([1]), const([0])
+        one, zero = constant([1]), constant([0])
         shape = ir.node("Shape", [mask])
         total = ir.node("Gather", [shape.outputs[0], one.outputs[0]], attributes={"axis": 0})  # [1]
         batch = ir.node("Gather", [shape.outputs[0], zero.outputs[0]], attributes={"axis": 0})  # [1]
@@ -178,8 +201,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         """The additive float bias for a mask; a float mask already is one."""
         if mask.dtype != ir.DataType.BOOL:
             return mask
-        zero = ir.node("Constant", [], attributes={"value": ir.tensor(np.array(0.0, np.float32))})
-        low = ir.node("Constant", [], attributes={"value": ir.tensor(np.array(MASKED, np.float32))})
+        zero, low = constant(np.array(0.0, np.float32)), constant(np.array(MASKED, np.float32))
         where = ir.node("Where", [mask, zero.outputs[0], low.outputs[0]])
         for i, n in enumerate((zero, low, where)):
             n.name = f"glass/attention_bias/{n.op_type}_{i}_{mask.name}"
@@ -204,29 +226,30 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
                 graph.insert_before(before, node)
                 return node.outputs[0]
         transpose = ir.node("Transpose", [value], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/to_bsd")
-        shape = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([0, 0, -1], np.int64))},
-                        name=f"{name}/bsh_shape")
+        shape = constant([0, 0, -1], f"{name}/bsh_shape")
         reshape = ir.node("Reshape", [transpose.outputs[0], shape.outputs[0]], name=f"{name}/to_bsh")
         graph.insert_before(before, [transpose, shape, reshape])
         return reshape.outputs[0]
 
-    def _rewrite(self, graph, node, keys, values, heads, kv_heads, head_dim, seqlens, total, bias) -> None:
+    def _rewrite(self, graph: ir.Graph, match: CachedAttention, seqlens: ir.Value, total: ir.Value,
+                 bias: ir.Value) -> None:
+        node, heads, head_dim = match.node, match.heads, match.head_dim
         name = node.name or "attention"
         q = self._to_bsh(graph, node.inputs[0], heads, node, f"{name}/q")
-        k = self._to_bsh(graph, keys[2], kv_heads, node, f"{name}/k")
-        v = self._to_bsh(graph, values[2], kv_heads, node, f"{name}/v")
+        k = self._to_bsh(graph, match.keys.new, match.kv_heads, node, f"{name}/k")
+        v = self._to_bsh(graph, match.values.new, match.kv_heads, node, f"{name}/v")
         scale = node.attributes.get_float("scale", 1.0 / float(np.sqrt(head_dim)))
         gqa = ir.node(
             "GroupQueryAttention",
-            [q, k, v, keys[1], values[1], seqlens, total, None, None, None, bias],
-            attributes={"num_heads": heads, "kv_num_heads": kv_heads, "scale": scale},
+            [q, k, v, match.keys.past, match.values.past, seqlens, total, None, None, None, bias],
+            attributes={"num_heads": heads, "kv_num_heads": match.kv_heads, "scale": scale},
             domain=MS, num_outputs=3, name=f"{name}/GroupQueryAttention")
         graph.insert_before(node, gqa)
         out, present_key, present_value = gqa.outputs
         out.dtype = node.outputs[0].dtype
         out.shape = ir.Shape([q.shape[0], q.shape[1], heads * head_dim]) if q.shape is not None else None
-        for present, concat in ((present_key, keys[0]), (present_value, values[0])):
-            old = concat.outputs[0]
+        for present, cache in ((present_key, match.keys), (present_value, match.values)):
+            old = cache.concat.outputs[0]
             present.dtype, present.shape = old.dtype, old.shape
             name_, old.name = old.name, f"{old.name}.unfused"
             present.name = name_
@@ -235,8 +258,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         if merged is not None:  # the exporter's Transpose -> Reshape back to [batch, seq, hidden]: GQA's own layout
             ir.convenience.replace_all_uses_with(merged, out)
             return
-        shape = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([0, 0, heads, head_dim], np.int64))},
-                        name=f"{name}/bshd_shape")
+        shape = constant([0, 0, heads, head_dim], f"{name}/bshd_shape")
         split = ir.node("Reshape", [out, shape.outputs[0]], name=f"{name}/to_bshd")
         back = ir.node("Transpose", [split.outputs[0]], attributes={"perm": [0, 2, 1, 3]}, name=f"{name}/to_bhsd")
         graph.insert_before(node, [shape, split, back])

@@ -6,7 +6,8 @@ import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
-from glass_onnx.passes.io_names import KEPT_NEURONS, tensor_value
+from glass_onnx.passes.values import tensor_value
+from glass_onnx.runtime.protocol import KEPT_NEURONS
 
 
 class IndexedFFNPass(ir.passes.InPlacePass):

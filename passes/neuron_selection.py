@@ -6,7 +6,8 @@ import numpy as np
 import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
-from glass_onnx.passes.io_names import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK, tensor_value
+from glass_onnx.passes.values import tensor_value
+from glass_onnx.runtime.protocol import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
 from glass_onnx.runtime.errors import GlassError
 
 

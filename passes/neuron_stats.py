@@ -7,7 +7,8 @@ import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
-from glass_onnx.passes.io_names import PAST_NEURON_STATS, PRESENT_NEURON_STATS, tensor_value
+from glass_onnx.passes.values import graph_input, tensor_value
+from glass_onnx.runtime.protocol import ATTENTION_MASK, INPUT_IDS, PAST_NEURON_STATS, PRESENT_NEURON_STATS
 
 
 class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
@@ -22,24 +23,22 @@ class AccumulateNeuronStatsPass(ir.passes.InPlacePass):
     a default, which would make chunked prefill impossible there.
     """
 
-    def __init__(self, input_ids: str = "input_ids", attention_mask: str = "attention_mask", default_zeros: bool = False):
+    def __init__(self, default_zeros: bool = False):
         super().__init__()
-        self.input_ids = input_ids
-        self.attention_mask = attention_mask
         self.default_zeros = default_zeros
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         ffns = find_gated_ffns(graph)
-        inputs = {v.name: v for v in graph.inputs}
+        ids, mask = graph_input(graph, INPUT_IDS), graph_input(graph, ATTENTION_MASK)
         op_type = glass_ops.add_function(model, glass_ops.AccumulateNeuronStats)
         tape = ir.tape.Tape(graph)
-        seq = tape.op("Shape", [inputs[self.input_ids]], attributes={"start": 1, "end": 2})
+        seq = tape.op("Shape", [ids], attributes={"start": 1, "end": 2})
         start = tape.op("Neg", [seq])
         end = tape.initializer(ir.tensor([2**62], dtype=ir.DataType.INT64, name="glass.slice_end"))
         axis = tape.initializer(ir.tensor([1], dtype=ir.DataType.INT64, name="glass.slice_axis"))
-        token_mask = tape.op("Slice", [inputs[self.attention_mask], start, end, axis], name="glass/token_mask")
-        batch = inputs[self.input_ids].shape[0]
+        token_mask = tape.op("Slice", [mask, start, end, axis], name="glass/token_mask")
+        batch = ids.shape[0]
         for ffn in ffns:
             size = ffn.intermediate_size
             past = tensor_value(PAST_NEURON_STATS.format(layer=ffn.layer), ir.DataType.FLOAT, [batch, size])

@@ -16,20 +16,46 @@ the same (up to float rounding). ``position_ids`` is then read by nothing and le
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from glass_onnx.passes.group_query_attention import MS, producer
 from glass_onnx.passes.subgraph_eval import Subgraph
+from glass_onnx.passes.values import graph_input
+from glass_onnx.runtime.protocol import INPUT_IDS, POSITION_IDS
+
+
+@dataclasses.dataclass
+class Projection:
+    """x @ weight (+ bias), with constant weight [in, out] and bias [out]."""
+
+    x: ir.Value
+    weight: ir.Value
+    bias: ir.Value | None
+
+
+@dataclasses.dataclass
+class RotaryAttention:
+    """A GroupQueryAttention reading separately projected q, k, v, with q and k rotated by RotaryEmbedding."""
+
+    gqa: ir.Node
+    q: Projection
+    k: Projection
+    v: Projection
+    head_dim: int
+    interleaved: int
+    rotary_inputs: list[ir.Value]  # cos and sin of q's rotary, then of k's
 
 
 def _only_use(value: ir.Value) -> bool:
     return len(value.uses()) == 1 and not value.is_graph_output()
 
 
-def _projection(value: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value | None] | None:
-    """(x, weight [in, out], bias [out] or None) when ``value`` is MatMul(x, weight) (+ bias), both constant."""
+def _projection(value: ir.Value) -> Projection | None:
+    """The projection ``value`` is: MatMul(x, weight) (+ bias), both constant; or None."""
     add, bias = producer(value, "Add"), None
     if add is not None:
         matmul_out, bias = add.inputs
@@ -43,7 +69,7 @@ def _projection(value: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value | None] |
     x, weight = matmul.inputs
     if weight is None or weight.const_value is None or weight.shape is None or len(weight.shape) != 2:
         return None
-    return x, weight, bias
+    return Projection(x, weight, bias)
 
 
 def _rotary(value: ir.Value) -> ir.Node | None:
@@ -103,20 +129,18 @@ class PackedAttentionPass(ir.passes.InPlacePass):
     cos/sin depend on anything but ``position_ids`` is left as it is.
     """
 
-    def __init__(self, max_positions: int, position_ids: str = "position_ids", input_ids: str = "input_ids"):
+    def __init__(self, max_positions: int):
         super().__init__()
-        self.max_positions, self.position_ids, self.input_ids = max_positions, position_ids, input_ids
-        self.fused = 0
+        self.max_positions = max_positions
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         matches = [m for n in graph if (m := self._match(n)) is not None]
         signature = _Signature()
-        wanted = {signature(v): v for m in matches for v in m["rotary_inputs"]}
+        wanted = {signature(v): v for m in matches for v in m.rotary_inputs}
         arrays = {}
         if wanted:
-            arrays = dict(zip(wanted, _rotary_tables(model, list(wanted.values()), self.position_ids,
-                                                     self.max_positions)))
+            arrays = dict(zip(wanted, _rotary_tables(model, list(wanted.values()), POSITION_IDS, self.max_positions)))
         initializers: dict[object, ir.Value] = {}
 
         def table(value: ir.Value) -> ir.Value:
@@ -131,24 +155,24 @@ class PackedAttentionPass(ir.passes.InPlacePass):
                 graph.register_initializer(initializers[key])
             return initializers[key]
 
-        self.fused = 0
+        fused = 0
         for m in matches:
-            cos, sin, k_cos, k_sin = (arrays.get(signature(v)) for v in m["rotary_inputs"])
-            if any(t is None or t.shape != (self.max_positions, m["head_dim"] // 2) for t in (cos, sin)) or \
+            cos, sin, k_cos, k_sin = (arrays.get(signature(v)) for v in m.rotary_inputs)
+            if any(t is None or t.shape != (self.max_positions, m.head_dim // 2) for t in (cos, sin)) or \
                     k_cos is None or k_sin is None or not np.array_equal(cos, k_cos) or not np.array_equal(sin, k_sin):
                 continue  # partial rotary, or q and k rotated differently: GroupQueryAttention takes one table pair
-            self._rewrite(graph, m, table(m["rotary_inputs"][0]), table(m["rotary_inputs"][1]))
-            self.fused += 1
-        if self.fused:
+            self._rewrite(graph, m, table(m.rotary_inputs[0]), table(m.rotary_inputs[1]))
+            fused += 1
+        if fused:
             RemoveUnusedNodesPass()(model)
             self._drop_positions(graph)
-        return ir.passes.PassResult(model, modified=self.fused > 0)
+        return ir.passes.PassResult(model, modified=fused > 0)
 
-    def _drop_positions(self, graph: ir.Graph) -> None:
+    @staticmethod
+    def _drop_positions(graph: ir.Graph) -> None:
         """Removes ``position_ids`` from the inputs when only its shape is still read: that shape is input_ids' by
         contract ([batch, sequence]), and the exporter may have taken batch and sequence sizes from either."""
-        positions = next((v for v in graph.inputs if v.name == self.position_ids), None)
-        ids = next((v for v in graph.inputs if v.name == self.input_ids), None)
+        positions, ids = graph_input(graph, POSITION_IDS), graph_input(graph, INPUT_IDS)
         if positions is None or ids is None or any(u.node.op_type != "Shape" for u in positions.uses()):
             return
         for use in list(positions.uses()):
@@ -156,7 +180,7 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         graph.inputs.remove(positions)
 
     @staticmethod
-    def _match(node: ir.Node) -> dict | None:
+    def _match(node: ir.Node) -> RotaryAttention | None:
         if node.op_type != "GroupQueryAttention" or node.domain != MS or node.attributes.get_int("do_rotary", 0):
             return None
         q, k, v = node.inputs[:3]
@@ -166,24 +190,23 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         if rq is None or rk is None or rq.attributes.get_int("interleaved", 0) != rk.attributes.get_int("interleaved", 0):
             return None
         projections = [_projection(rq.inputs[0]), _projection(rk.inputs[0]), _projection(v)]
-        if any(p is None for p in projections) or len({id(p[0]) for p in projections}) != 1:
+        if any(p is None for p in projections) or len({id(p.x) for p in projections}) != 1:
             return None
-        if not _only_use(v) or (projections[2][2] is None) != (projections[0][2] is None) or \
-                (projections[1][2] is None) != (projections[0][2] is None):
+        pq, pk, pv = projections
+        if not _only_use(v) or len({p.bias is None for p in projections}) != 1:
             return None  # all three biased or none
         heads, kv_heads = node.attributes.get_int("num_heads"), node.attributes.get_int("kv_num_heads")
-        (_, wq, _), (_, wk, _), (_, wv, _) = projections
-        head_dim = wq.shape[1] // heads
-        if wq.shape[1] != heads * head_dim or wk.shape[1] != kv_heads * head_dim or wv.shape[1] != wk.shape[1]:
+        head_dim = pq.weight.shape[1] // heads
+        if pq.weight.shape[1] != heads * head_dim or pk.weight.shape[1] != kv_heads * head_dim or \
+                pv.weight.shape[1] != pk.weight.shape[1]:
             return None
-        return {"gqa": node, "projections": projections, "head_dim": head_dim,
-                "interleaved": rq.attributes.get_int("interleaved", 0),
-                "rotary_inputs": [rq.inputs[1], rq.inputs[2], rk.inputs[1], rk.inputs[2]]}
+        return RotaryAttention(node, pq, pk, pv, head_dim, rq.attributes.get_int("interleaved", 0),
+                               [rq.inputs[1], rq.inputs[2], rk.inputs[1], rk.inputs[2]])
 
     @staticmethod
-    def _rewrite(graph: ir.Graph, m: dict, cos: ir.Value, sin: ir.Value) -> None:
-        gqa = m["gqa"]
-        (x, wq, bq), (_, wk, bk), (_, wv, bv) = m["projections"]
+    def _rewrite(graph: ir.Graph, m: RotaryAttention, cos: ir.Value, sin: ir.Value) -> None:
+        gqa, x = m.gqa, m.q.x
+        (wq, bq), (wk, bk), (wv, bv) = ((p.weight, p.bias) for p in (m.q, m.k, m.v))
         name = gqa.name or "attention"
 
         def packed(parts, suffix):
@@ -207,7 +230,7 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         qkv.shape = ir.Shape([*x.shape[:-1], width]) if x.shape is not None else None
         graph.insert_before(gqa, nodes)
         attributes = {k: a.value for k, a in gqa.attributes.items()}
-        attributes.update(do_rotary=1, rotary_interleaved=m["interleaved"])
+        attributes.update(do_rotary=1, rotary_interleaved=m.interleaved)
         inputs = list(gqa.inputs)
         inputs[0:3] = [qkv, None, None]
         inputs[7:9] = [cos, sin]

@@ -19,6 +19,8 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from glass_onnx.passes.group_query_attention import MASKED, MS
 from glass_onnx.passes.subgraph_eval import Subgraph
+from glass_onnx.passes.values import constant, graph_input
+from glass_onnx.runtime.protocol import ATTENTION_MASK, INPUT_IDS, POSITION_IDS
 
 PADDING = 2  # left padding of the first probe row
 
@@ -35,18 +37,18 @@ def _probe_mask(past: int, new: int) -> np.ndarray:
     return mask
 
 
-def _feeds(graph: ir.Graph, names: set[str], past: int, new: int, io: dict) -> dict | None:
+def _feeds(graph: ir.Graph, names: set[str], past: int, new: int) -> dict | None:
     """Inputs for one probe, or None for an input this pass cannot make."""
     mask = _probe_mask(past, new)
     feeds = {}
     for value in graph.inputs:
         if value.name not in names:
             continue
-        if value.name == io["attention_mask"]:
+        if value.name == ATTENTION_MASK:
             feeds[value.name] = mask
-        elif value.name == io["input_ids"]:
+        elif value.name == INPUT_IDS:
             feeds[value.name] = np.zeros((2, new), np.int64)
-        elif value.name == io["position_ids"]:
+        elif value.name == POSITION_IDS:
             feeds[value.name] = (np.cumsum(mask, axis=1) - 1).clip(min=0)[:, -new:]
         elif value.shape is not None and len(value.shape) == 4 and all(isinstance(d, int) for d in value.shape[1::2]):
             feeds[value.name] = np.zeros((2, value.shape[1], past, value.shape[3]), np.float32)  # a KV cache
@@ -77,12 +79,9 @@ class PaddingBiasPass(ir.passes.InPlacePass):
     mask is kept.
     """
 
-    def __init__(self, max_positions: int, attention_mask: str = "attention_mask", input_ids: str = "input_ids",
-                 position_ids: str = "position_ids"):
+    def __init__(self, max_positions: int):
         super().__init__()
         self.max_positions = max_positions
-        self.io = {"attention_mask": attention_mask, "input_ids": input_ids, "position_ids": position_ids}
-        self.replaced = 0
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -91,12 +90,10 @@ class PaddingBiasPass(ir.passes.InPlacePass):
             if node.op_type == "GroupQueryAttention" and node.domain == MS and len(node.inputs) > 10 and \
                     node.inputs[10] is not None:
                 biases.setdefault(id(node.inputs[10]), node.inputs[10])
-        mask = next((v for v in graph.inputs if v.name == self.io["attention_mask"]), None)
-        ids = next((v for v in graph.inputs if v.name == self.io["input_ids"]), None)
-        self.replaced = 0
+        mask, ids = graph_input(graph, ATTENTION_MASK), graph_input(graph, INPUT_IDS)
         if not biases or mask is None or ids is None:
             return ir.passes.PassResult(model, modified=False)
-        padding_bias = None
+        padding_bias, replaced = None, 0
         for bias in biases.values():
             if not self._means_causal_and_padding(model, bias):
                 continue
@@ -105,15 +102,15 @@ class PaddingBiasPass(ir.passes.InPlacePass):
             for use in list(bias.uses()):
                 if use.node.op_type == "GroupQueryAttention" and use.node.domain == MS and use.idx == 10:
                     use.node.replace_input_with(use.idx, padding_bias)
-            self.replaced += 1
-        if self.replaced:
+            replaced += 1
+        if replaced:
             RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, modified=self.replaced > 0)
+        return ir.passes.PassResult(model, modified=replaced > 0)
 
     def _means_causal_and_padding(self, model: ir.Model, bias: ir.Value) -> bool:
         subgraph = Subgraph(model, [bias])
         for past, new in _probes(self.max_positions):
-            feeds = _feeds(model.graph, subgraph.inputs, past, new, self.io)
+            feeds = _feeds(model.graph, subgraph.inputs, past, new)
             if feeds is None or not _causal_and_padding(subgraph(feeds)[0], past, new):
                 return False
         return True
@@ -122,12 +119,8 @@ class PaddingBiasPass(ir.passes.InPlacePass):
     def _padding_bias(graph: ir.Graph, mask: ir.Value, ids: ir.Value, dtype: ir.DataType | None) -> ir.Value:
         dtype = dtype or ir.DataType.FLOAT  # GroupQueryAttention's bias has the query's type: float unless stated
         np_dtype = dtype.numpy()
-
-        def const(array):
-            return ir.node("Constant", [], attributes={"value": ir.tensor(np.asarray(array))})
-
-        zero, low, axes, one = const(np.array(0, np_dtype)), const(np.array(MASKED, np_dtype)), \
-            const(np.array([1, 2], np.int64)), const(np.array([1], np.int64))
+        zero, low = constant(np.array(0, np_dtype)), constant(np.array(MASKED, np_dtype))
+        axes, one = constant([1, 2]), constant([1])
         real = ir.node("Cast", [mask], attributes={"to": ir.DataType.BOOL})
         columns = ir.node("Where", [real.outputs[0], zero.outputs[0], low.outputs[0]])  # [batch, total]
         rows = ir.node("Unsqueeze", [columns.outputs[0], axes.outputs[0]])  # [batch, 1, 1, total]

@@ -21,13 +21,9 @@ class SkipRMSNormPass(ir.passes.InPlacePass):
     rounding. An Add that broadcasts, is a graph output, or a norm over other axes is left as it is.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.fused = 0
-
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        self.fused = 0
+        count = 0
         for norm in [n for n in graph if n.op_type == "RMSNormalization" and n.domain == ""]:
             add = norm.inputs[0].producer() if norm.inputs[0] is not None else None
             if add is None or add.op_type != "Add" or add.domain != "" or not self._fusable(norm, add):
@@ -41,11 +37,11 @@ class SkipRMSNormPass(ir.passes.InPlacePass):
                 new.dtype, new.shape = old.dtype, old.shape
                 ir.convenience.replace_all_uses_with(old, new)
             graph.remove([norm, add], safe=True)
-            self.fused += 1
-        if self.fused:
+            count += 1
+        if count:
             model.opset_imports.setdefault(MS, 1)
             graph.sort()  # a reader of the sum placed between the Add and its norm now follows the fused node
-        return ir.passes.PassResult(model, modified=self.fused > 0)
+        return ir.passes.PassResult(model, modified=count > 0)
 
     @staticmethod
     def _fusable(norm: ir.Node, add: ir.Node) -> bool:

@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.manifest import layer_names, load_manifest
+from glass_onnx.runtime.manifest import load_manifest
+from glass_onnx.runtime.protocol import layer_names
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 

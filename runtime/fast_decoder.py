@@ -17,15 +17,7 @@ import numpy as np
 
 from glass_onnx.runtime.decoder import Decoder, SequenceState, create_session
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.manifest import layer_names
-
-
-def panel_width(size: int, widest: int = 32) -> int:
-    """The widest power of two up to ``widest`` that divides ``size``: panels of 32 stream best (BENCHMARKS.md)."""
-    width = widest
-    while size % width:
-        width //= 2
-    return width
+from glass_onnx.runtime.protocol import layer_names, panel_width
 
 
 class FastDecoder(Decoder):

@@ -11,16 +11,9 @@ import json
 from pathlib import Path
 
 from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.protocol import FORMAT, FORMAT_VERSION, MANIFEST
 
-MANIFEST = "manifest.json"
-FORMAT = "glass-onnx"
-FORMAT_VERSION = 1  # bump on any change a reader of an older version would misread
 HASHED_BYTES = 64 << 20  # files up to this size are hashed; weight files are only sized (hashing 0.5 GB costs seconds)
-
-
-def layer_names(template: str, num_layers: int) -> list[str]:
-    """Expand an I/O name template such as ``past_key_values.{layer}.key`` for every layer."""
-    return [template.format(layer=i) for i in range(num_layers)]
 
 
 def load_manifest(directory: str | Path) -> dict:

@@ -17,14 +17,12 @@ from glass_onnx.compiler.artifact import atomic_directory, cache_dir, versions
 from glass_onnx.compiler.settings import get_method, check_settings
 from glass_onnx.compiler.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
                                samples_path, save_prior)
+from glass_onnx.runtime import protocol
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.fast_decoder import panel_width
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
-
-PREFILL, DECODE, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
-FAST_DECODER, SELECT, COMPACT = "decoder.onnx", "select.onnx", "compact.onnx"
-GENAI_PREFILL, GENAI_DECODE = "prefill_genai.onnx", "decode_genai.onnx"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+from glass_onnx.runtime.protocol import (COMPACT_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH, FULL_GATE_UP_T,
+                                         GENAI_CONFIG, GENAI_DECODE_GRAPH, GENAI_PREFILL_GRAPH, PREFILL_GRAPH,
+                                         PRIOR_FILE, SELECT_GRAPH, TOKENIZER_FILES, WEIGHTS, panel_width)
 
 
 @dataclasses.dataclass
@@ -143,9 +141,6 @@ def global_prior(dense: Path, manifest: dict, source, method, options: CompileOp
     return values, provenance
 
 
-FULL_GATE_UP_T = "glass.ffn_full.{layer}.gate_up"  # name in the weights file of a layer's [2I, H] gate + up
-
-
 def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
     """The tensors compact.onnx gathers from, by name in the weights file: per layer, gate and up transposed and
     stacked [2I, H] (a copy: the decoder's own are [H, I]), and the decoder's own down initializer [I, H]."""
@@ -163,8 +158,6 @@ def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
 def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> dict:
     """The manifest's ``fast`` section: its graphs, I/O names, and where each layer's full FFN weights, as
     compact.onnx reads them, lie in the weights file."""
-    from glass_onnx.passes import ffn_inputs, glass_graphs
-
     entries = []
     for layer, weights in enumerate(ffn_weights):
         entry = {}
@@ -173,12 +166,8 @@ def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> di
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
         entries.append(entry)
     return {
-        "decoder": FAST_DECODER, "select": SELECT, "compact": COMPACT, "weights": WEIGHTS,
-        "io": {"ffn_gate_up": ffn_inputs.FFN_GATE_UP, "ffn_down": ffn_inputs.FFN_DOWN, "ffn_z": ffn_inputs.FFN_Z,
-               "token_mask": glass_graphs.TOKEN_MASK,
-               "compact": {"full_gate_up": glass_graphs.FULL_GATE_UP, "full_down": glass_graphs.FULL_DOWN,
-                           "kept": glass_graphs.KEPT, "panel_width": glass_graphs.PANEL_WIDTH,
-                           "gate_up": glass_graphs.COMPACT_GATE_UP, "down": glass_graphs.COMPACT_DOWN}},
+        "decoder": FAST_DECODER_GRAPH, "select": SELECT_GRAPH, "compact": COMPACT_GRAPH, "weights": WEIGHTS,
+        "io": protocol.fast_io_section(),
         "hidden_panel_width": hidden_panel,
         "ffn_weights": entries,
     }
@@ -190,31 +179,27 @@ def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, la
     which the caller stores the copies the fast layout's compact.onnx gathers from."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import (CompactFFNInputsPass, build_compact_model, build_select_model, decode_pipeline,
-                                   fast_decoder_pipeline, prefill_pipeline)
+    from glass_onnx.passes import (build_compact_model, build_select_model, decode_pipeline, fast_decoder_pipeline,
+                                   prefill_pipeline)
+    from glass_onnx.passes.ffn_inputs import ffn_weights
 
-    graphs = {PREFILL: ir.load(dense_graph), DECODE: ir.load(dense_graph), FAST_DECODER: ir.load(dense_graph)}
-    prefill_pipeline(prior_rank, lam, k, fusion)(graphs[PREFILL])
-    decode_pipeline()(graphs[DECODE])
-    to_inputs = CompactFFNInputsPass()
-    fast_decoder_pipeline(to_inputs)(graphs[FAST_DECODER])
-    graphs[SELECT] = build_select_model(prior_rank, lam, k, fusion)
-    graphs[COMPACT] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
-                                          panel_width(model_info["hidden_size"]))
+    graphs = {name: ir.load(dense_graph) for name in (PREFILL_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH)}
+    prefill_pipeline(prior_rank, lam, k, fusion)(graphs[PREFILL_GRAPH])
+    decode_pipeline()(graphs[DECODE_GRAPH])
+    fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
+    graphs[SELECT_GRAPH] = build_select_model(prior_rank, lam, k, fusion)
+    graphs[COMPACT_GRAPH] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
+                                                panel_width(model_info["hidden_size"]))
     if genai:
-        from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
-
-        graphs[GENAI_PREFILL], graphs[GENAI_DECODE] = ir.load(dense_graph), ir.load(dense_graph)
-        prefill_pipeline(prior_rank, lam, k, fusion, default_stats=True)(graphs[GENAI_PREFILL])
-        decode_pipeline()(graphs[GENAI_DECODE])
-        GenaiKeptHandoffPass()(graphs[GENAI_DECODE])
-    return graphs, to_inputs.weights
+        graphs[GENAI_PREFILL_GRAPH], graphs[GENAI_DECODE_GRAPH] = ir.load(dense_graph), ir.load(dense_graph)
+        prefill_pipeline(prior_rank, lam, k, fusion, default_stats=True)(graphs[GENAI_PREFILL_GRAPH])
+        decode_pipeline(genai=True)(graphs[GENAI_DECODE_GRAPH])
+    return graphs, ffn_weights(graphs[FAST_DECODER_GRAPH])
 
 
 def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
     import onnx
 
-    from glass_onnx.passes import io_names
     from glass_onnx.compiler.shared_weights import save_sharing_weights
 
     method = get_method(options.method)
@@ -243,18 +228,19 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         if options.genai:
             from glass_onnx.compiler.genai_config import genai_config
 
-            (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, GENAI_PREFILL, GENAI_DECODE), indent=2))
+            config = genai_config(manifest, GENAI_PREFILL_GRAPH, GENAI_DECODE_GRAPH)
+            (tmp / GENAI_CONFIG).write_text(json.dumps(config, indent=2))
         for name in graphs:
             onnx.checker.check_model(str(tmp / name), full_check=True)
         for name in TOKENIZER_FILES:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
-        np.savez(tmp / "prior.npz", values=prior_values, rank=prior_rank)
+        np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank)
         fast = _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers") if key in manifest},
             "kind": "glass",
-            "sessions": {"prefill": PREFILL, "decode": DECODE},
+            "sessions": {"prefill": PREFILL_GRAPH, "decode": DECODE_GRAPH},
             "glass": {
                 "method": method.name,
                 "sparsity": 1.0 - k / model_info["intermediate_size"],
@@ -264,11 +250,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
                 "lam": lam,
                 "fusion": options.fusion,
                 "prior": provenance,
-                "state": {"input": io_names.PAST_NEURON_STATS, "output": io_names.PRESENT_NEURON_STATS,
-                          "shape": ["batch", model_info["intermediate_size"]], "dtype": "float32", "initial": 0.0},
-                "handoff": {"output": io_names.KEPT_NEURONS, "input": io_names.KEPT_NEURONS,
-                            "shape": ["batch", k], "dtype": "int64"},
-                "overridable": {"prior_rank": io_names.PRIOR_RANK, "lam": io_names.LAM, "k": io_names.KEEP},
+                **protocol.glass_io_sections(model_info["intermediate_size"], k),
             },
             "fast": fast,
             "dense_export": str(dense),

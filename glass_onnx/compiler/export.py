@@ -16,25 +16,14 @@ import time
 from pathlib import Path
 
 from glass_onnx.compiler.artifact import atomic_directory, versions
+from glass_onnx.runtime import protocol
 from glass_onnx.runtime.manifest import write_manifest
+from glass_onnx.runtime.protocol import (ATTENTION_MASK, DENSE_GRAPH, DENSE_WEIGHTS, INPUT_IDS, LOGITS, PAST_KEY,
+                                         PAST_VALUE, POSITION_IDS, PRESENT_KEY, PRESENT_VALUE)
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
 REVISION = 8  # bumped when the exported graph changes; part of the export cache key
-GRAPH = "model.onnx"
-WEIGHTS = "model.onnx.data"
-IO = {
-    "input_ids": "input_ids",
-    "attention_mask": "attention_mask",
-    "position_ids": "position_ids",
-    "past_key": "past_key_values.{layer}.key",
-    "past_value": "past_key_values.{layer}.value",
-    "present_key": "present.{layer}.key",
-    "present_value": "present.{layer}.value",
-    "logits": "logits",
-    "kv_layout": ["batch", "kv_heads", "sequence", "head_dim"],
-    "kv_dtype": "float32",
-}
 
 
 def architecture(model) -> dict:
@@ -101,8 +90,8 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
         "position_ids": {0: B, 1: S},
         "past_key_values": [{0: B, 2: P} for _ in range(2 * n)],
     }
-    io_past = [IO[k].format(layer=i) for i in range(n) for k in ("past_key", "past_value")]
-    io_present = [IO[k].format(layer=i) for i in range(n) for k in ("present_key", "present_value")]
+    io_past = [t.format(layer=i) for i in range(n) for t in (PAST_KEY, PAST_VALUE)]
+    io_present = [t.format(layer=i) for i in range(n) for t in (PRESENT_KEY, PRESENT_VALUE)]
     start = time.perf_counter()
     log(f"exporting {arch['architecture']} ({n} layers) to ONNX opset {OPSET} ...")
     with torch.no_grad():
@@ -110,30 +99,29 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
             _decoder_with_cache(model),
             (input_ids, attention_mask, position_ids, past_kv),
             dynamic_shapes=dynamic_shapes,
-            input_names=["input_ids", "attention_mask", "position_ids", *io_past],
-            output_names=["logits", *io_present],
+            input_names=[INPUT_IDS, ATTENTION_MASK, POSITION_IDS, *io_past],
+            output_names=[LOGITS, *io_present],
             opset_version=OPSET,
             dynamo=True,
             optimize=True,
             verbose=False,
         )
-    from glass_onnx.passes import GroupQueryAttentionPass, dense_pipeline
+    from glass_onnx.passes import dense_pipeline
+    from glass_onnx.passes.group_query_attention import ATTENTION as ATTENTION_FACT, KV_BUFFERS
 
-    pipeline = dense_pipeline(attention, max_positions=arch["max_context"])
-    pipeline(program.model)
+    model_ir = program.model
+    dense_pipeline(attention, max_positions=arch["max_context"])(model_ir)
     # GroupQueryAttention with its own rotary reads no positions: then position_ids is not an input (packed_attention.py)
-    inputs = {v.name for v in program.model.graph.inputs}
-    io = {**IO, "position_ids": IO["position_ids"] if IO["position_ids"] in inputs else None}
-    fused = next((p for p in pipeline.passes if isinstance(p, GroupQueryAttentionPass)), None)
+    positions = any(v.name == POSITION_IDS for v in model_ir.graph.inputs)
     program.save(str(path), external_data=True)
     produced = Path(str(path) + ".data")
-    if produced.name != WEIGHTS and produced.exists():
-        produced.rename(path.parent / WEIGHTS)
+    if produced.name != DENSE_WEIGHTS and produced.exists():
+        produced.rename(path.parent / DENSE_WEIGHTS)
     log(f"exported in {time.perf_counter() - start:.0f} s")
-    if fused is None or not fused.fused:
-        return {"io": io, "attention": "Attention", "kv_buffers": False}
     # kv_buffers: a runtime may bind fixed-capacity cache buffers, extended in place (group_query_attention.py)
-    return {"io": io, "attention": "GroupQueryAttention", "kv_buffers": fused.kv_buffers}
+    return {"io": protocol.io_section(positions),
+            "attention": model_ir.metadata_props.get(ATTENTION_FACT, "Attention"),
+            "kv_buffers": model_ir.metadata_props.get(KV_BUFFERS) == "true"}
 
 
 def save_tokenizer(tokenizer, directory: Path, instruct: bool) -> dict:
@@ -179,7 +167,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
     log(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
     with atomic_directory(output, force=force) as tmp:
-        graph_facts = export_onnx(model, tmp / GRAPH, attention=attention, log=log)
+        graph_facts = export_onnx(model, tmp / DENSE_GRAPH, attention=attention, log=log)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
         tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
         tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
@@ -187,7 +175,7 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
             "kind": "dense",
             "model": {"id": spec, "source": source.describe(), **architecture(model)},
             "tokenizer": tokenizer_info,
-            "sessions": {"prefill": GRAPH, "decode": GRAPH},
+            "sessions": {"prefill": DENSE_GRAPH, "decode": DENSE_GRAPH},
             **graph_facts,
             "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
         })

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from glass_onnx.passes.genai_handoff import KEPT_NEXT, KEPT_STATE
-from glass_onnx.passes.io_names import KEPT_NEURONS, PRESENT_NEURON_STATS
+from glass_onnx.runtime.protocol import (GENAI_KEPT_NEXT, GENAI_KEPT_STATE, KEPT_NEURONS, PRESENT_NEURON_STATS,
+                                         layer_names)
 
 
 def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
     model, io, tok = manifest["model"], manifest["io"], manifest["tokenizer"]
     n = model["num_layers"]
-    per_layer = lambda template: [template.format(layer=i) for i in range(n)]
+    def per_layer(template: str) -> list[str]:
+        return layer_names(template, n)
+
     positions = [io["position_ids"]] if io.get("position_ids") else []  # absent when attention rotates itself
     managed_in = [io["input_ids"], io["attention_mask"], *positions, *per_layer(io["past_key"]),
                   *per_layer(io["past_value"])]
@@ -42,12 +44,12 @@ def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
                         # every graph output must be listed: genai 0.18 corrupts its heap on unlisted ones
                         "inputs": managed_in,
                         "outputs": managed_out + per_layer(PRESENT_NEURON_STATS) + per_layer(KEPT_NEURONS),
-                        "output_names_forwarder": dict(zip(per_layer(KEPT_NEURONS), per_layer(KEPT_STATE))),
+                        "output_names_forwarder": dict(zip(per_layer(KEPT_NEURONS), per_layer(GENAI_KEPT_STATE))),
                     }},
                     {"decode": {
                         "filename": decode, "run_on_prompt": False,
-                        "inputs": managed_in + per_layer(KEPT_STATE), "outputs": managed_out + per_layer(KEPT_NEXT),
-                        "output_names_forwarder": dict(zip(per_layer(KEPT_NEXT), per_layer(KEPT_STATE))),
+                        "inputs": managed_in + per_layer(GENAI_KEPT_STATE), "outputs": managed_out + per_layer(GENAI_KEPT_NEXT),
+                        "output_names_forwarder": dict(zip(per_layer(GENAI_KEPT_NEXT), per_layer(GENAI_KEPT_STATE))),
                     }},
                 ],
             },

@@ -19,7 +19,7 @@ import numpy as np
 
 from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
 from glass_onnx.compiler.settings import get_method
-from glass_onnx.passes.io_names import KEEP, LAM, PRIOR_RANK
+from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_RANK
 from glass_onnx.runtime.decoder import Decoder
 from glass_onnx.runtime.errors import GlassError
 

@@ -1,0 +1,62 @@
+"""The pass pipelines that turn an exported decoder into each graph of an artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import NameFixPass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass
+
+from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
+from glass_onnx.passes.ffn_inputs import CompactFFNInputsPass
+from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
+from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
+from glass_onnx.passes.indexed_ffn import IndexedFFNPass
+from glass_onnx.passes.neuron_selection import SelectNeuronsPass
+from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+from glass_onnx.passes.optional_outputs import OmitUnusedOutputsPass
+from glass_onnx.passes.packed_attention import PackedAttentionPass
+from glass_onnx.passes.padding_bias import PaddingBiasPass
+from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
+
+
+def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.PassManager:
+    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer
+    reading one packed QKV projection, rotating it itself and masking only padding (checked up to ``max_positions``
+    positions), and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
+    passes = [NameDynamicDimsPass()]
+    if attention == "ort":
+        passes += [GroupQueryAttentionPass()]
+        if max_positions:
+            passes += [PaddingBiasPass(max_positions), PackedAttentionPass(max_positions)]
+        passes += [SkipRMSNormPass(), RemoveUnusedNodesPass(), OmitUnusedOutputsPass()]
+    return ir.passes.PassManager(passes)
+
+
+def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
+                     default_stats: bool = False) -> ir.passes.PassManager:
+    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer."""
+    return ir.passes.PassManager([
+        AccumulateNeuronStatsPass(default_zeros=default_stats),
+        SelectNeuronsPass(prior_rank, lam, k, fusion),
+        NameFixPass(),
+        OmitUnusedOutputsPass(),
+    ])
+
+
+def decode_pipeline(genai: bool = False) -> ir.passes.PassManager:
+    """Dense decoder -> decode: every FFN restricted to the kept neurons handed over by prefill (``genai``: read
+    under onnxruntime-genai's value-store names)."""
+    return ir.passes.PassManager([
+        IndexedFFNPass(),
+        RemoveUnusedNodesPass(),
+        RemoveUnusedFunctionsPass(),
+        NameFixPass(),
+        OmitUnusedOutputsPass(),
+        *([GenaiKeptHandoffPass()] if genai else []),
+    ])
+
+
+def fast_decoder_pipeline() -> ir.passes.PassManager:
+    """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
+    return ir.passes.PassManager([CompactFFNInputsPass(), RemoveUnusedNodesPass(), NameFixPass(),
+                                  OmitUnusedOutputsPass()])

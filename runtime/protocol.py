@@ -1,0 +1,106 @@
+"""The runtime protocol: the names of an artifact's files, session inputs and outputs, in one place.
+
+The runtime owns the protocol; the passes that write the graphs and the front end that writes the manifest import
+these names, and every runtime reads them back from ``manifest.json`` (the manifest carries each one, so a runtime in
+another language needs only ``manifest.schema.json`` and the README's "Runtime protocol"). Templates contain
+``{layer}``; ``layer_names`` expands them.
+"""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.json"
+SCHEMA = "manifest.schema.json"  # shipped beside this module
+FORMAT = "glass-onnx"
+FORMAT_VERSION = 1  # bump on any change a reader of an older version would misread
+
+# -- files the compiler writes (the manifest names the graphs; a runtime opens them from there) ----------------
+DENSE_GRAPH, DENSE_WEIGHTS = "model.onnx", "model.onnx.data"
+PREFILL_GRAPH, DECODE_GRAPH, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
+FAST_DECODER_GRAPH, SELECT_GRAPH, COMPACT_GRAPH = "decoder.onnx", "select.onnx", "compact.onnx"
+GENAI_PREFILL_GRAPH, GENAI_DECODE_GRAPH, GENAI_CONFIG = "prefill_genai.onnx", "decode_genai.onnx", "genai_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+PRIOR_FILE = "prior.npz"  # provenance: the prior's values and ranks
+
+# -- the decoder's inputs and outputs (manifest "io"): the onnxruntime-genai / optimum convention -------------
+INPUT_IDS = "input_ids"  # int64 [batch, sequence]
+ATTENTION_MASK = "attention_mask"  # int64 [batch, past + sequence], 1 = real token, 0 = left padding
+POSITION_IDS = "position_ids"  # int64 [batch, sequence]; absent when attention rotates by cache slot
+PAST_KEY, PAST_VALUE = "past_key_values.{layer}.key", "past_key_values.{layer}.value"
+PRESENT_KEY, PRESENT_VALUE = "present.{layer}.key", "present.{layer}.value"
+LOGITS = "logits"  # [batch, sequence, vocab]
+KV_LAYOUT = ("batch", "kv_heads", "sequence", "head_dim")
+
+# -- GLASS state (manifest "glass") ----------------------------------------------------------------------------
+PAST_NEURON_STATS = "past_neuron_stats.{layer}"  # float32 [batch, I], zeros before the first prompt chunk
+PRESENT_NEURON_STATS = "present_neuron_stats.{layer}"
+KEPT_NEURONS = "kept_neurons.{layer}"  # int64 [batch, k], ascending neuron ids: prefill output, decode input
+PRIOR_RANK = "glass.prior_rank"  # float32 [layers, I] ranks of the global prior, 0 = most important
+LAM = "glass.lam"  # float32 scalar: weight of the prompt's ranking
+KEEP = "glass.k"  # int64 [1]: neurons kept per layer
+
+# -- the fast layout (manifest "fast") --------------------------------------------------------------------------
+FFN_GATE_UP = "ffn.{layer}.gate_up"  # decoder input [ffn_batch, 2k / w, H, w]: gate panels, then up panels
+FFN_DOWN = "ffn.{layer}.down"  # decoder input [ffn_batch, H / h, k, h]
+FFN_Z = "ffn.{layer}.z"  # decoder output [batch, sequence, I]: act(gate) * up on the constant path
+TOKEN_MASK = "token_mask"  # select input [batch, sequence]: the attention mask's columns of this chunk
+# compact.onnx, one layer: the full weights and the kept neurons in, the compact panels out
+COMPACT_FULL_GATE_UP, COMPACT_FULL_DOWN = "ffn_full.gate_up", "ffn_full.down"  # [2I, H], [I, H]
+COMPACT_KEPT = "kept_neurons"  # [batch, k]
+COMPACT_PANEL_WIDTH = "glass.panel_width"  # int64 [1]: w, see panel_width
+COMPACT_GATE_UP, COMPACT_DOWN = "ffn.gate_up", "ffn.down"
+FULL_GATE_UP_T = "glass.ffn_full.{layer}.gate_up"  # where a layer's [2I, H] gate + up lie in the weights file
+WIDEST_PANEL = 32
+
+# -- onnxruntime-genai's decoder-pipeline (compile --genai) ------------------------------------------------------
+GENAI_KEPT_STATE = "kept_neurons_state.{layer}"  # genai value-store key the kept sets live under
+GENAI_KEPT_NEXT = "kept_neurons_next.{layer}"  # decode output forwarded back to that key
+
+
+def layer_names(template: str, num_layers: int) -> list[str]:
+    """Expand an I/O name template such as ``past_key_values.{layer}.key`` for every layer."""
+    return [template.format(layer=i) for i in range(num_layers)]
+
+
+def panel_width(size: int, widest: int = WIDEST_PANEL) -> int:
+    """The widest power of two up to ``widest`` that divides ``size``: the fast layout's panel width for k kept
+    neurons (gate/up) and for the hidden size (down); panels of 32 stream best (BENCHMARKS.md)."""
+    width = widest
+    while size % width:
+        width //= 2
+    return width
+
+
+def io_section(position_ids: bool) -> dict:
+    """The manifest's ``io``: the decoder's input and output names (``position_ids`` None when not an input)."""
+    return {
+        "input_ids": INPUT_IDS,
+        "attention_mask": ATTENTION_MASK,
+        "position_ids": POSITION_IDS if position_ids else None,
+        "past_key": PAST_KEY,
+        "past_value": PAST_VALUE,
+        "present_key": PRESENT_KEY,
+        "present_value": PRESENT_VALUE,
+        "logits": LOGITS,
+        "kv_layout": list(KV_LAYOUT),
+        "kv_dtype": "float32",
+    }
+
+
+def glass_io_sections(intermediate_size: int, k: int) -> dict:
+    """The manifest's ``glass.state``, ``glass.handoff`` and ``glass.overridable``."""
+    return {
+        "state": {"input": PAST_NEURON_STATS, "output": PRESENT_NEURON_STATS, "shape": ["batch", intermediate_size],
+                  "dtype": "float32", "initial": 0.0},
+        "handoff": {"output": KEPT_NEURONS, "input": KEPT_NEURONS, "shape": ["batch", k], "dtype": "int64"},
+        "overridable": {"prior_rank": PRIOR_RANK, "lam": LAM, "k": KEEP},
+    }
+
+
+def fast_io_section() -> dict:
+    """The manifest's ``fast.io``: the fast decoder's compact inputs and activations, select's token mask, and
+    compact.onnx's names."""
+    return {
+        "ffn_gate_up": FFN_GATE_UP, "ffn_down": FFN_DOWN, "ffn_z": FFN_Z, "token_mask": TOKEN_MASK,
+        "compact": {"full_gate_up": COMPACT_FULL_GATE_UP, "full_down": COMPACT_FULL_DOWN, "kept": COMPACT_KEPT,
+                    "panel_width": COMPACT_PANEL_WIDTH, "gate_up": COMPACT_GATE_UP, "down": COMPACT_DOWN},
+    }
