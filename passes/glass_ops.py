@@ -1,7 +1,8 @@
 """The ``ai.glass`` custom ops, as ONNX model-local functions.
 
 Each function inlines to standard ONNX ops, so every ORT binding and EP runs it, while Netron shows one named
-node per layer. The numpy/torch references these must agree with live in the tests and ``glass_onnx.reference``.
+node per layer. Each computes a formula of ``glass_math`` (numpy), which its docstring names and the tests check
+it against.
 """
 
 from __future__ import annotations
@@ -10,25 +11,22 @@ import onnx_ir as ir
 from onnxscript import opset23 as op
 from onnxscript import script, values
 
+from glass_onnx.passes.glass_math import FUSIONS, PL_GAMMA_A, PL_GAMMA_B, PL_ITERATIONS
+
 DOMAIN = "ai.glass"
 VERSION = 1
 glass = values.Opset(DOMAIN, VERSION)
-
-# Plackett-Luce MAP settings (Hunter's MM). Gamma(a, b) prior on each worth: a > 1 keeps every worth positive so
-# the estimate exists even for a neuron ranked last by both lists; small b keeps the prior weak.
-PL_ITERATIONS = 30
-PL_GAMMA_A = 1.01
-PL_GAMMA_B = 0.01
+DOUBLE, INT64 = ir.DataType.DOUBLE, ir.DataType.INT64  # the element types the functions cast to
 
 
 @script(glass, default_opset=op)
 def AccumulateNeuronStats(z, token_mask, past_stats):
-    """GRIFFIN's local statistic, accumulated over prompt chunks.
+    """GRIFFIN's local statistic, accumulated over prompt chunks: past_stats + ``glass_math.local_statistic``.
 
     z: [batch, seq, I] input of the FFN down projection; token_mask: [batch, seq] (0 = padding);
-    past_stats: [batch, I] running sum. Returns past_stats + sum over real tokens of z_t^2 / ||z_t||^2, i.e. the
-    squared column norms of the row-normalised activations, so sqrt(result) is GRIFFIN's s and any chunking of
-    the prompt gives the same result as one call.
+    past_stats: [batch, I] running sum. Adds the sum over real tokens of z_t^2 / ||z_t||^2, i.e. the squared column
+    norms of the row-normalised activations, so sqrt(result) is GRIFFIN's s and any chunking of the prompt gives
+    the same result as one call.
     """
     sq = z * z
     row = op.Max(op.ReduceSum(sq, [-1], keepdims=1), op.CastLike(1e-30, sq))
@@ -49,7 +47,8 @@ def AscendingIds(ids, like):
 
 @script(glass, default_opset=op)
 def FuseNeuronRanking(local_stats, prior_rank, lam, k):
-    """Weighted rank aggregation of the local and global neuron rankings; returns the k kept neuron ids.
+    """Weighted rank aggregation of the local and global neuron rankings (``glass_math.fuse_rank``); returns the k
+    kept neuron ids.
 
     local_stats: [batch, I] (larger = more important); prior_rank: [I] or [batch, I] float ranks of the global
     prior (0 = most important); lam: scalar weight of the local ranking; k: [1] int64.
@@ -69,7 +68,8 @@ def FuseNeuronRanking(local_stats, prior_rank, lam, k):
 
 @script(glass, default_opset=op)
 def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
-    """Plackett-Luce MAP consensus of the local and global rankings; returns the k kept neuron ids.
+    """Plackett-Luce MAP consensus of the local and global rankings (``glass_math.fuse_plackett_luce``); returns the
+    k kept neuron ids.
 
     Worths w maximise lam * log PL(local ranking | w) + (1 - lam) * log PL(global ranking | w) + log Gamma(w; a, b),
     found with a fixed number of Hunter's MM updates in float64:
@@ -81,20 +81,20 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
     shape = op.Shape(local_stats)
     _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
     _, order_prior = op.TopK(op.Expand(prior_rank, shape), n, axis=-1, largest=0, sorted=1)
-    positions = op.Cast(op.Range(0, op.Squeeze(n), 1), to=11)
-    zeros = op.Expand(op.Cast(0.0, to=11), shape)
+    positions = op.Cast(op.Range(0, op.Squeeze(n), 1), to=DOUBLE)
+    zeros = op.Expand(op.Cast(0.0, to=DOUBLE), shape)
     rank_local = op.ScatterElements(zeros, order_local, op.Expand(positions, shape), axis=1)
     rank_prior = op.ScatterElements(zeros, order_prior, op.Expand(positions, shape), axis=1)
-    last = op.Cast(op.Squeeze(n), to=11) - 1.0
-    not_last = op.Cast(op.Less(positions, last), to=11)  # stages 0 .. I-2 are real choices
-    lam_ = op.Cast(lam, to=11)
+    last = op.Cast(op.Squeeze(n), to=DOUBLE) - 1.0
+    not_last = op.Cast(op.Less(positions, last), to=DOUBLE)  # stages 0 .. I-2 are real choices
+    lam_ = op.Cast(lam, to=DOUBLE)
     one = op.CastLike(1.0, lam_)
-    wins = lam_ * op.Cast(op.Less(rank_local, last), to=11) + (one - lam_) * op.Cast(op.Less(rank_prior, last), to=11)
+    wins = lam_ * op.Cast(op.Less(rank_local, last), to=DOUBLE) + (one - lam_) * op.Cast(op.Less(rank_prior, last), to=DOUBLE)
     numerator = op.CastLike(PL_GAMMA_A - 1.0, lam_) + wins
     gamma_b = op.CastLike(PL_GAMMA_B, lam_)
-    index_local = op.Cast(rank_local, to=7)
-    index_prior = op.Cast(rank_prior, to=7)
-    worth = op.Expand(op.Cast(1.0, to=11), shape)
+    index_local = op.Cast(rank_local, to=INT64)
+    index_prior = op.Cast(rank_prior, to=INT64)
+    worth = op.Expand(op.Cast(1.0, to=DOUBLE), shape)
     for _ in range(PL_ITERATIONS):
         tail_local = op.CumSum(op.GatherElements(worth, order_local, axis=1), op.Constant(value_int=1), reverse=1)
         tail_prior = op.CumSum(op.GatherElements(worth, order_prior, axis=1), op.Constant(value_int=1), reverse=1)
@@ -141,7 +141,7 @@ def IndexedGeGLUErf(x, kept, w_gate, w_up, w_down):
 
 
 INDEXED_FFN = {"silu": IndexedSwiGLU, "gelu_tanh": IndexedGeGLU, "gelu": IndexedGeGLUErf}
-FUSIONS = {"rank": FuseNeuronRanking, "plackett-luce": FuseNeuronRankingPL}
+FUSION_OPS = dict(zip(FUSIONS, (FuseNeuronRanking, FuseNeuronRankingPL)))  # glass_math's fusion names
 
 
 def function_protos(function) -> list:

@@ -6,6 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from glass_onnx.passes import glass_ops
+from glass_onnx.passes.glass_math import check_fusion
 from glass_onnx.passes.values import tensor_value
 from glass_onnx.runtime.protocol import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
 from glass_onnx.runtime.errors import GlassError
@@ -22,8 +23,7 @@ class SelectNeuronsPass(ir.passes.InPlacePass):
 
     def __init__(self, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank"):
         super().__init__()
-        if fusion not in glass_ops.FUSIONS:
-            raise GlassError(f"unknown fusion '{fusion}'; choose one of: {', '.join(glass_ops.FUSIONS)}")
+        check_fusion(fusion)
         self.prior_rank = np.ascontiguousarray(prior_rank, dtype=np.float32)
         self.lam, self.k, self.fusion = lam, k, fusion
 
@@ -38,7 +38,7 @@ class SelectNeuronsPass(ir.passes.InPlacePass):
         if stats[0].shape is not None and stats[0].shape[-1] != size:
             raise GlassError(f"the prior has {size} neurons per layer, the model's FFN has {stats[0].shape[-1]}; "
                              "use a prior computed for this model")
-        op_type = glass_ops.add_function(model, glass_ops.FUSIONS[self.fusion])
+        op_type = glass_ops.add_function(model, glass_ops.FUSION_OPS[self.fusion])
         tape = ir.tape.Tape(graph)
         prior = tape.initializer(ir.tensor(self.prior_rank, name=PRIOR_RANK))
         lam = tape.initializer(ir.tensor(np.array(self.lam, dtype=np.float32), name=LAM))

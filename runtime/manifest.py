@@ -1,17 +1,20 @@
 """The artifact manifest: the contract between the compiler and every runtime (Python, Node, ...).
 
 An artifact directory holds ``manifest.json``, the ONNX graph(s) it names under ``sessions``, their external
-weights, and the tokenizer files. The manifest alone says how to drive the sessions; see README "Runtime protocol".
+weights, and the tokenizer files. The manifest alone says how to drive the sessions; ``manifest.schema.json``
+(beside this module) describes it and README "Runtime protocol" says how to use it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.protocol import FORMAT, FORMAT_VERSION, MANIFEST
+from glass_onnx.runtime.json_schema import first_problem
+from glass_onnx.runtime.protocol import FORMAT, FORMAT_VERSION, MANIFEST, SCHEMA
 
 HASHED_BYTES = 64 << 20  # files up to this size are hashed; weight files are only sized (hashing 0.5 GB costs seconds)
 
@@ -36,7 +39,9 @@ def load_manifest(directory: str | Path) -> dict:
             f"'{directory}' has artifact format {version}, this glass-onnx reads format {FORMAT_VERSION}; "
             "recompile it with this version (or install the glass-onnx that made it)"
         )
-    for name, info in manifest.get("files", {}).items():
+    if problem := first_problem(manifest, schema()):
+        raise GlassError(f"'{path}' is not a complete glass-onnx manifest: {problem}; export or compile again")
+    for name, info in manifest["files"].items():
         file = directory / name
         if not file.exists():
             raise GlassError(f"'{file}' is missing; the artifact is incomplete, export or compile it again")
@@ -51,6 +56,12 @@ def load_manifest(directory: str | Path) -> dict:
                 "artifact, so the sessions may not fit together); export or compile it again"
             )
     return manifest
+
+
+@functools.cache
+def schema() -> dict:
+    """The manifest's JSON Schema (format ``FORMAT_VERSION``)."""
+    return json.loads(Path(__file__).with_name(SCHEMA).read_text())
 
 
 def _sha256(path: Path) -> str:
@@ -70,5 +81,8 @@ def file_entries(directory: Path) -> dict:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` for the files now in ``directory``; a manifest that breaks the schema is a bug."""
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": file_entries(directory)}
+    if problem := first_problem(manifest, schema()):
+        raise AssertionError(f"glass-onnx wrote a manifest that breaks its schema: {problem}")
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -11,14 +11,15 @@ from __future__ import annotations
 MANIFEST = "manifest.json"
 SCHEMA = "manifest.schema.json"  # shipped beside this module
 FORMAT = "glass-onnx"
-FORMAT_VERSION = 1  # bump on any change a reader of an older version would misread
+FORMAT_VERSION = 2  # bump on any change a reader of an older version would misread
 
 # -- files the compiler writes (the manifest names the graphs; a runtime opens them from there) ----------------
 DENSE_GRAPH, DENSE_WEIGHTS = "model.onnx", "model.onnx.data"
 PREFILL_GRAPH, DECODE_GRAPH, WEIGHTS = "prefill.onnx", "decode.onnx", "weights.bin"
 FAST_DECODER_GRAPH, SELECT_GRAPH, COMPACT_GRAPH = "decoder.onnx", "select.onnx", "compact.onnx"
 GENAI_PREFILL_GRAPH, GENAI_DECODE_GRAPH, GENAI_CONFIG = "prefill_genai.onnx", "decode_genai.onnx", "genai_config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+TOKENIZER_JSON, TOKENIZER_CONFIG, CHAT_TEMPLATE = "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"
+TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, CHAT_TEMPLATE)
 PRIOR_FILE = "prior.npz"  # provenance: the prior's values and ranks
 
 # -- the decoder's inputs and outputs (manifest "io"): the onnxruntime-genai / optimum convention -------------

@@ -27,7 +27,7 @@ def tiny_dir(tmp_path_factory):
 def tiny_dense(tiny_dir, tmp_path_factory):
     from glass_onnx.compiler.export import export_dense
 
-    return export_dense(str(tiny_dir), tmp_path_factory.mktemp("tiny-dense") / "out", log=lambda *_: None)
+    return export_dense(str(tiny_dir), tmp_path_factory.mktemp("tiny-dense") / "out")
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def compile_tiny(dense, out, **options):
 
     options.setdefault("prior_samples", 8)
     options.setdefault("prior_tokens", 32)
-    return compile_model(str(dense), out, CompileOptions(**options), log=lambda *_: None)
+    return compile_model(str(dense), out, CompileOptions(**options))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,14 @@
 """`glass-onnx bench` on the tiny model: every variant measured, ratios against dense, the decode preparation."""
 
-from glass_onnx.tools.bench import format_table, run_bench
+from glass_onnx.tools.bench import BenchOptions, format_table, run_bench
 
 
 def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
     variants = {"dense": (tiny_dense, "auto"), "a-glass 0.5": (artifact, "fast"),
                 "a-glass 0.5 (reference)": (artifact, "reference")}
-    report = run_bench(variants, [1], 8, 6, 2, [4], None, False, log=lambda *_: None)
+    options = BenchOptions(threads=(1,), prompt_len=8, new_tokens=6, repeats=2, prefill_lengths=(4,), measure_rss=False)
+    report = run_bench(variants, options)
     rows = {r["variant"]: r for r in report["runs"]}
     assert set(rows) == set(variants) and rows["dense"]["decode_vs_dense"] == 1.0
     assert all(r["decode_tok_s"] > 0 and len(r["decode_tok_s_all"]) == 2 and r["ttft_ms"] > 0 for r in rows.values())

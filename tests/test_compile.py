@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import torch_reference as reference
+from glass_onnx.passes import glass_math
 from glass_onnx.runtime import Decoder, Generator, load_manifest, open_decoder
 
 PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])
@@ -52,11 +53,11 @@ def test_selection_equals_torch_reference(tiny_compiled, tiny_model, method, fus
     assert kept.shape == (3, glass["k"])
     # 1. the fusion op on ORT's own statistic equals the torch selection exactly
     ort_stats = stats_of(state)[0]
-    assert np.array_equal(kept, reference.select(ort_stats, prior_rank, glass["lam"], glass["k"], fusion))
+    assert np.array_equal(kept, glass_math.select(ort_stats, prior_rank, glass["lam"], glass["k"], fusion))
     # 2. the statistic equals torch's, and so does the whole selection (up to float near-ties)
     ref_stats = reference.local_stats(tiny_model, PROMPT)[0]
     np.testing.assert_allclose(ort_stats, ref_stats, rtol=1e-4, atol=1e-6)
-    ref_kept = reference.select(ref_stats, prior_rank, glass["lam"], glass["k"], fusion)
+    ref_kept = glass_math.select(ref_stats, prior_rank, glass["lam"], glass["k"], fusion)
     for layer in range(3):
         differ = np.setxor1d(kept[layer], ref_kept[layer])
         values = np.sort(ref_stats[layer][differ])
@@ -168,5 +169,5 @@ def test_lam_and_k_can_be_overridden_per_run(tiny_compiled, layout):
     kept = decoder.kept_neurons(state)
     assert kept[0].shape == (1, 10)
     stats = stats_of(state)[0]
-    griffin = reference.select(stats, np.zeros_like(stats, dtype=np.float32), 1.0, 10)
+    griffin = glass_math.select(stats, np.zeros_like(stats, dtype=np.float32), 1.0, 10)
     assert np.array_equal(np.stack(kept, 1)[0], griffin)

@@ -42,15 +42,15 @@ def test_prompt_buckets_and_splits(tiny_dense):
 
 
 def test_eval_smoke(tiny_dir, tiny_dense, tmp_path):
-    from glass_onnx.evaluation.evaluate import run_eval
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
     from glass_onnx.runtime.errors import GlassError
 
+    options = EvalOptions(methods=("dense",), sparsities=(0.5,), per_bucket=1, gen_len=8, prior_samples=2)
     with pytest.raises(GlassError, match="--attention onnx"):  # batched teacher forcing needs the standard ops
-        run_eval(str(tiny_dense), tmp_path / "refused", ["dense"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
-                 False, log=lambda *_: None)
+        run_eval(str(tiny_dense), tmp_path / "refused", options)
     out = tmp_path / "eval"
-    run_eval(str(tiny_dir), out, ["dense", "random", "griffin", "a-glass"], [0.5], None, ["rank"], "test", 1, 8, None, None, 2,
-             False, log=lambda *_: None)
+    run_eval(str(tiny_dir), out, EvalOptions(methods=("dense", "random", "griffin", "a-glass"), sparsities=(0.5,),
+                                             per_bucket=1, gen_len=8, prior_samples=2))
     result = json.loads((out / "results.json").read_text())
     dense = next(r for r in result["results"] if r["method"] == "dense")
     assert dense["kl"] < 1e-9 and dense["top1"] == 1.0 and math.isclose(dense["ppl"], dense["dense_ppl"], rel_tol=1e-6)

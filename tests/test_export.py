@@ -81,7 +81,7 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     from glass_onnx.compiler.export import export_dense
 
     src = save_tiny_model(tmp_path / model_type, model_type)
-    out = export_dense(str(src), tmp_path / "onnx", log=lambda *_: None)
+    out = export_dense(str(src), tmp_path / "onnx")
     # 10 + 8 tokens run past the tiny Gemma's sliding window of 4
     check_against_torch(out, torch_model(src))
     layers = torch_model(src).config.num_hidden_layers
@@ -107,7 +107,7 @@ def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_
     # one QKV MatMul per layer (+ o, gate, up, down, and the head), the rotary inside GroupQueryAttention
     assert fused["MatMul"] == 5 * layers + 1 and fused["RotaryEmbedding"] == 0 and fused["Cos"] == 0
     assert load_manifest(tiny_dense)["io"]["position_ids"] is None
-    standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx", log=lambda *_: None)
+    standard = export_dense(str(tiny_dir), tmp_path / "onnx", attention="onnx")
     assert _op_counts(standard)["Attention"] == layers and _op_counts(standard)["GroupQueryAttention"] == 0
     assert _op_counts(standard)["SkipSimplifiedLayerNormalization"] == 0
     assert load_manifest(standard)["io"]["position_ids"] == "position_ids"
@@ -131,7 +131,7 @@ def test_artifact_layout_and_manifest(tiny_dense):
     names = {p.name for p in tiny_dense.iterdir()}
     assert {"model.onnx", "model.onnx.data", "tokenizer.json", "manifest.json"} <= names
     assert manifest["kind"] == "dense" and manifest["io"]["past_key"] == "past_key_values.{layer}.key"
-    assert {"torch", "transformers", "onnx", "onnxruntime", "command"} <= set(manifest["created_by"])
+    assert {"torch", "transformers", "onnx", "onnxruntime", "command"} <= set(manifest["build"]["created_by"])
     import onnx
 
     graph = onnx.load(tiny_dense / "model.onnx", load_external_data=False).graph

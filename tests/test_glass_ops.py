@@ -1,4 +1,4 @@
-"""Each ai.glass function, run alone in ONNX Runtime, against an independent numpy reference."""
+"""Each ai.glass function, run alone in ONNX Runtime, against the numpy GLASS math (passes/glass_math.py)."""
 
 import numpy as np
 import onnx
@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from glass_onnx.passes import glass_ops
+from glass_onnx.passes import glass_math, glass_ops
 
 DTYPES = {np.float32: onnx.TensorProto.FLOAT, np.int64: onnx.TensorProto.INT64, np.float64: onnx.TensorProto.DOUBLE}
 
@@ -28,22 +28,13 @@ def run_function(function, *arrays, out=np.float32, rank=2, outputs=1):
     return results[0] if outputs == 1 else results
 
 
-def ranks_desc(values):
-    """0 = largest; ties: lower index first."""
-    order = np.lexsort((np.arange(values.shape[-1]), -values))
-    ranks = np.empty_like(order)
-    ranks[order] = np.arange(len(order))
-    return ranks
-
-
 def test_accumulate_neuron_stats_matches_numpy_and_ignores_padding():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(2, 5, 16)).astype(np.float32)
     mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], np.int64)
     past = rng.random((2, 16)).astype(np.float32)
     got = run_function(glass_ops.AccumulateNeuronStats, z, mask, past)
-    zn = z / np.linalg.norm(z, axis=-1, keepdims=True)
-    want = past + ((zn**2) * mask[..., None]).sum(1)
+    want = past + glass_math.local_statistic(z, mask.astype(np.float32))
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -68,11 +59,7 @@ def test_rank_fusion_matches_numpy(lam):
     prior_rank = rng.permutation(n).astype(np.float32)
     got = run_function(glass_ops.FuseNeuronRanking, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
     for b in range(2):
-        r_local = ranks_desc(local[b]).astype(np.float32)
-        lam32 = np.float32(lam)
-        fused = lam32 * r_local + (np.float32(1) - lam32) * prior_rank
-        want = np.sort(np.lexsort((r_local, fused))[:k])
-        np.testing.assert_array_equal(got[b], want)
+        np.testing.assert_array_equal(got[b], glass_math.fuse_rank(local[b], prior_rank, lam, k))
 
 
 @pytest.mark.parametrize("fusion", ["FuseNeuronRanking", "FuseNeuronRankingPL"])
@@ -90,23 +77,6 @@ def test_rank_fusion_takes_one_prior_per_row_as_stacked_layers_do(fusion):
         assert np.all(np.diff(stacked[row]) > 0)
 
 
-def numpy_plackett_luce(local, prior_rank, lam, iterations, a, b):
-    n = local.shape[0]
-    r_local = ranks_desc(local)
-    r_prior = prior_rank.astype(np.int64)
-    rankings = [(np.argsort(r_local), r_local, lam), (np.argsort(r_prior), r_prior, 1 - lam)]
-    w = np.ones(n)
-    wins = sum(weight * (rank < n - 1) for _, rank, weight in rankings)
-    for _ in range(iterations):
-        denom = np.full(n, b)
-        for order, rank, weight in rankings:
-            tail = np.cumsum(w[order][::-1])[::-1]
-            stage = np.cumsum(np.where(np.arange(n) < n - 1, 1.0 / tail, 0.0))
-            denom += weight * stage[rank]
-        w = (a - 1 + wins) / denom
-    return w, r_local
-
-
 @pytest.mark.parametrize("lam", [0.2, 0.5, 0.8])
 def test_plackett_luce_fusion_matches_numpy(lam):
     rng = np.random.default_rng(3)
@@ -114,10 +84,7 @@ def test_plackett_luce_fusion_matches_numpy(lam):
     local = rng.random((1, n)).astype(np.float32)
     prior_rank = rng.permutation(n).astype(np.float32)
     got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
-    w, r_local = numpy_plackett_luce(local[0], prior_rank, float(np.float32(lam)), glass_ops.PL_ITERATIONS,
-                                     glass_ops.PL_GAMMA_A, glass_ops.PL_GAMMA_B)
-    want = np.sort(np.lexsort((r_local, -w))[:k])
-    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[0], glass_math.fuse_plackett_luce(local[0], prior_rank, lam, k))
 
 
 def test_plackett_luce_follows_a_ranking_both_lists_agree_on():

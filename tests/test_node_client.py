@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from glass_onnx.cli import main as cli_main
+from glass_onnx.runtime.protocol import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "runtime" / "node"
@@ -72,14 +73,14 @@ def test_node_text_mode_prints_text_and_figures(artifacts):
 
 def test_node_errors_are_one_line(artifacts, tmp_path):
     dense = artifacts["dense"]
-    bad = tmp_path / "v2"
+    bad = tmp_path / "next-version"
     bad.mkdir()
     manifest = json.loads((dense / "manifest.json").read_text())
-    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": FORMAT_VERSION + 1}))
     max_context = manifest["model"]["max_context"]
     cases = {
         "no manifest": ([tmp_path, PROMPT], "has no manifest.json"),
-        "format": ([bad, PROMPT], "artifact format 2"),
+        "format": ([bad, PROMPT], f"artifact format {FORMAT_VERSION + 1}"),
         "empty prompt": ([dense, "   "], "the prompt is empty"),
         "context": ([dense, PROMPT, "--max-new-tokens", max_context], "exceeds the model's context"),
     }
@@ -87,3 +88,23 @@ def test_node_errors_are_one_line(artifacts, tmp_path):
         proc = run_node(*args)
         assert proc.returncode == 2, name
         assert proc.stderr.startswith("error: ") and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("path,value", [(("glass", "k"), None), (("model", "num_layers"), "30"), (("kind",), "sparse")])
+def test_node_refuses_a_broken_manifest_with_pythons_line(artifacts, capsys, tmp_path, path, value):
+    """Both clients check runtime/manifest.schema.json, each with its own checker, and say the same thing."""
+    art = shutil.copytree(artifacts["a-glass"], tmp_path / "a")
+    manifest = json.loads((art / "manifest.json").read_text())
+    parent = manifest
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is None:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_node(art, PROMPT)
+    capsys.readouterr()
+    assert cli_main(["generate", str(art), PROMPT]) == 2
+    python = capsys.readouterr().err
+    assert proc.returncode == 2 and proc.stderr == python and "is not a complete glass-onnx manifest" in python

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import torch_reference as reference
+from glass_onnx.passes import glass_math
 from glass_onnx.runtime import Decoder, Generator, load_manifest
 
 MODELS = [pytest.param("smollm2-135m", marks=pytest.mark.integration),
@@ -19,11 +20,11 @@ PROMPT = "The old lighthouse keeper looked out over the grey sea and remembered"
 
 @pytest.fixture(scope="module", params=MODELS)
 def real(request, tmp_path_factory):
-    from glass_onnx.compiler.compile import dense_artifact
+    from glass_onnx.compiler.export import dense_artifact
     from glass_onnx.compiler.sources import load_model, resolve
 
     torch.set_num_threads(2)
-    dense, _ = dense_artifact(request.param, log=lambda *_: None)
+    dense, _ = dense_artifact(request.param)
     model, tokenizer = load_model(resolve(request.param))
     return {"name": request.param, "dense": dense, "model": model, "tokenizer": tokenizer,
             "root": tmp_path_factory.mktemp(request.param)}
@@ -36,7 +37,7 @@ def compiled(real, **options):
     name = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
     out = real["root"] / name
     if not out.exists():
-        compile_model(real["name"], out, CompileOptions(**options), log=lambda *_: None)
+        compile_model(real["name"], out, CompileOptions(**options))
     return out
 
 
@@ -96,10 +97,10 @@ def test_glass_selection_and_sparse_decode_match_reference(real, method, fusion)
     kept = np.stack(decoder.kept_neurons(state), axis=1)[0]
     ort_stats = np.stack([v.numpy() for v in state.neuron_stats], axis=1)[0]
     # the in-graph fusion on ORT's statistic is exactly the reference selection
-    assert np.array_equal(kept, reference.select(ort_stats, prior_rank, glass["lam"], glass["k"], fusion))
+    assert np.array_equal(kept, glass_math.select(ort_stats, prior_rank, glass["lam"], glass["k"], fusion))
     ref_stats = reference.local_stats(real["model"], [ids])[0]
     np.testing.assert_allclose(ort_stats, ref_stats, rtol=2e-3, atol=1e-5)
-    ref_kept = reference.select(ref_stats, prior_rank, glass["lam"], glass["k"], fusion)
+    ref_kept = glass_math.select(ref_stats, prior_rank, glass["lam"], glass["k"], fusion)
     differing = sum(len(np.setxor1d(a, b)) for a, b in zip(kept, ref_kept))
     # ORT and torch statistics differ by float rounding only; that may swap a few neurons at exact-tie boundaries
     assert differing <= 2 * len(kept), f"{differing} neurons differ across {len(kept)} layers"

@@ -1,8 +1,6 @@
-"""Eager PyTorch reference of GLASS (GRIFFIN-style slicing), used by the tests and the evaluation.
-
-Independent of the ONNX graphs: the statistic comes from forward hooks, the selection from torch sorting, and
-sparse decoding from FFN weights sliced to the kept neurons.
-"""
+"""Eager PyTorch reference of GLASS for the tests: the statistic from forward hooks on the torch model, and sparse
+decoding with the FFN weights sliced to the kept neurons (GRIFFIN-style), independent of the ONNX graphs. The
+selection itself is passes/glass_math.py's."""
 
 from __future__ import annotations
 
@@ -10,12 +8,12 @@ import contextlib
 
 import numpy as np
 
-from glass_onnx.passes.glass_ops import PL_GAMMA_A, PL_GAMMA_B, PL_ITERATIONS
 from glass_onnx.compiler.priors import down_proj_modules
+from glass_onnx.passes.glass_math import local_statistic
 
 
 def local_stats(model, input_ids, attention_mask=None) -> np.ndarray:
-    """[batch, layers, I]: sum over the prompt's real tokens of z_t^2 / ||z_t||^2 (GRIFFIN's s, squared)."""
+    """[batch, layers, I]: glass_math.local_statistic of the torch model's FFN activations over the prompt."""
     import torch
 
     captured = []
@@ -29,64 +27,7 @@ def local_stats(model, input_ids, attention_mask=None) -> np.ndarray:
     finally:
         for h in hooks:
             h.remove()
-    stats = []
-    for z in captured:
-        sq = z * z
-        row = sq.sum(-1, keepdim=True).clamp_min(1e-30)
-        stats.append((sq / row * mask.unsqueeze(-1).to(sq.dtype)).sum(1))
-    return torch.stack(stats, dim=1).numpy()
-
-
-def _local_order(stats):
-    import torch
-
-    # descending, ties to the lower index (stable sort of the negated values)
-    return torch.sort(-torch.as_tensor(stats), stable=True).indices
-
-
-def select_rank(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int) -> np.ndarray:
-    """Weighted rank fusion for one layer: [I] stats, [I] prior ranks -> k ascending neuron ids."""
-    import torch
-
-    order = _local_order(stats)
-    rank_local = torch.empty(len(order), dtype=torch.float32)
-    rank_local[order] = torch.arange(len(order), dtype=torch.float32)
-    lam_t = torch.tensor(lam, dtype=torch.float32)
-    fused = lam_t * rank_local + (1 - lam_t) * torch.as_tensor(prior_rank, dtype=torch.float32)
-    picked = torch.sort(fused[order], stable=True).indices[:k]  # in local order, so ties go to the lower r_L
-    return np.sort(order[picked].numpy())
-
-
-def select_plackett_luce(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int) -> np.ndarray:
-    """Plackett-Luce MAP worths (Hunter's MM, float64) of the two rankings weighted lam and 1 - lam."""
-    import torch
-
-    n = len(stats)
-    lam = float(np.float32(lam))
-    order_local = _local_order(stats)
-    order_prior = torch.sort(torch.as_tensor(prior_rank), stable=True).indices
-    rankings = []
-    for order, weight in ((order_local, lam), (order_prior, 1.0 - lam)):
-        rank = torch.empty(n, dtype=torch.long)
-        rank[order] = torch.arange(n)
-        rankings.append((order, rank, weight))
-    stage_is_choice = (torch.arange(n) < n - 1).double()
-    wins = sum(w * (rank < n - 1).double() for _, rank, w in rankings)
-    worth = torch.ones(n, dtype=torch.float64)
-    for _ in range(PL_ITERATIONS):
-        denominator = torch.full((n,), PL_GAMMA_B, dtype=torch.float64)
-        for order, rank, w in rankings:
-            tail = worth[order].flip(0).cumsum(0).flip(0)
-            denominator = denominator + w * (stage_is_choice / tail).cumsum(0)[rank]
-        worth = (PL_GAMMA_A - 1.0 + wins) / denominator
-    picked = torch.sort(-worth[order_local], stable=True).indices[:k]
-    return np.sort(order_local[picked].numpy())
-
-
-def select(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank") -> np.ndarray:
-    """[layers, I] stats and prior ranks -> [layers, k] kept neuron ids."""
-    choose = select_rank if fusion == "rank" else select_plackett_luce
-    return np.stack([choose(s, p, lam, k) for s, p in zip(stats, prior_rank)])
+    return np.stack([local_statistic(z.numpy(), mask.numpy().astype(np.float32)) for z in captured], axis=1)
 
 
 @contextlib.contextmanager

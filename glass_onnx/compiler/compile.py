@@ -3,142 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import shlex
+import logging
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.compiler.artifact import atomic_directory, cache_dir, versions
-from glass_onnx.compiler.settings import get_method, check_settings
-from glass_onnx.compiler.priors import (PriorSettings, compute_prior, load_prior_file, prior_path, random_prior, ranks,
-                               samples_path, save_prior)
+from glass_onnx.compiler.artifact import atomic_directory, created_by, refuse_existing
+from glass_onnx.compiler.export import dense_artifact
+from glass_onnx.compiler.priors import global_prior
+from glass_onnx.compiler.settings import (DEFAULT_FUSION, DEFAULT_METHOD, DEFAULT_SPARSITY, PRIOR_SAMPLES,
+                                          PRIOR_TOKENS, check_fusion, check_settings, get_method)
+from glass_onnx.compiler.sources import recipe_of
+from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime import protocol
-from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 from glass_onnx.runtime.protocol import (COMPACT_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH, FULL_GATE_UP_T,
                                          GENAI_CONFIG, GENAI_DECODE_GRAPH, GENAI_PREFILL_GRAPH, PREFILL_GRAPH,
                                          PRIOR_FILE, SELECT_GRAPH, TOKENIZER_FILES, WEIGHTS, panel_width)
 
+log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class CompileOptions:
-    method: str = "a-glass"
-    sparsity: float = 0.5
-    lam: float | None = None
-    fusion: str = "rank"
-    prior_samples: int = 64
-    prior_tokens: int = 256
+    method: str = DEFAULT_METHOD
+    sparsity: float = DEFAULT_SPARSITY
+    lam: float | None = None  # None: the model's default (settings.default_lam)
+    fusion: str = DEFAULT_FUSION
+    prior_samples: int = PRIOR_SAMPLES
+    prior_tokens: int = PRIOR_TOKENS
     prior_seed: int = 0
     prior_text: str | None = None
     prior_file: str | None = None
     genai: bool = False  # also write decode_genai.onnx + genai_config.json for onnxruntime-genai
     attention: str = "ort"  # the export's attention form when compiling from a model (export.py)
-
-
-class _ModelLoader:
-    """Loads the torch model at most once, and only if an export or a prior needs it."""
-
-    def __init__(self, source, log):
-        self.source, self.log, self._loaded = source, log, None
-
-    def get(self):
-        if self._loaded is None:
-            from glass_onnx.compiler.sources import load_model
-
-            self.log(f"loading {self.source.spec} in torch ...")
-            self._loaded = load_model(self.source)
-        return self._loaded
-
-
-def _source_key(source) -> str:
-    """A cache key for a model source: where its weights are and when they changed (not how it was named)."""
-    path = Path(source.path)
-    stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
-        [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
-    key = json.dumps([source.kind, str(source.path), stamp, versions().get("glass-onnx"), versions().get("transformers")])
-    name = source.recipe.name if source.recipe else Path(source.path).stem
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def dense_artifact(spec: str, log=print, attention: str = "ort") -> tuple[Path, object | None]:
-    """A dense artifact for ``spec``: the directory itself if it is one, else a cached export (``attention``: the
-    export's attention form, see export.py)."""
-    from glass_onnx.compiler.export import export_dense
-    from glass_onnx.compiler.sources import resolve
-
-    if Path(spec).is_dir() and (Path(spec) / "manifest.json").exists():
-        manifest = load_manifest(spec)
-        if manifest["kind"] != "dense":
-            raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
-        if attention == "onnx" and manifest.get("attention") == "GroupQueryAttention":
-            raise GlassError(f"'{spec}' is a GroupQueryAttention export (which takes multi-token steps on batch 1 "
-                             "only); pass the model itself, or a dense export made with --attention onnx")
-        return Path(spec), None
-    source = resolve(spec)
-    from glass_onnx.compiler.export import REVISION
-
-    form = "-onnx-attention" if attention == "onnx" else ""
-    directory = cache_dir() / "exports" / f"{_source_key(source)}-r{REVISION}{form}"
-    if not (directory / "manifest.json").exists():
-        export_dense(spec, directory, force=True, attention=attention, log=log)
-    else:
-        log(f"using the cached dense export {directory}")
-    return directory, source
-
-
-def _recorded_source(manifest: dict):
-    """The model source a dense export was made from, as its manifest recorded it."""
-    from glass_onnx.compiler.sources import ModelSource, resolve
-
-    recorded = manifest["model"]["source"]
-    if not Path(recorded["path"]).exists() and recorded["kind"] != "hub":
-        raise GlassError(f"the weights this export was made from ('{recorded['path']}') are gone; the global prior "
-                         "needs them: compile from the model itself, or pass --prior-file")
-    if recorded.get("recipe"):
-        return resolve(recorded["recipe"])
-    return ModelSource(recorded["spec"], recorded["kind"], recorded["path"])
-
-
-def global_prior(dense: Path, manifest: dict, source, method, options: CompileOptions, log) -> tuple[np.ndarray, dict]:
-    """The prior values [layers, I] for the method, computed or read from the cache, and their provenance."""
-    layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
-    if method.prior is None:
-        return np.zeros((layers, size)), {"kind": "none"}
-    if method.prior == "random":
-        return random_prior(layers, size, options.prior_seed), {"kind": "random", "seed": options.prior_seed}
-    if options.prior_file:
-        values, meta = load_prior_file(options.prior_file, layers, size)
-        if meta["settings"].get("kind") != method.prior:
-            raise GlassError(f"'{options.prior_file}' is a {meta['settings'].get('kind')} prior, method "
-                             f"{method.name} needs a {method.prior} prior")
-        return values, {"kind": method.prior, "file": str(options.prior_file), **meta}
-    settings = PriorSettings(method.prior, options.prior_samples, options.prior_tokens, 1.0, options.prior_seed,
-                             options.prior_text)
-    if source is None:
-        source = _recorded_source(manifest)
-    path = prior_path(_source_key(source), settings)
-    if path.exists():
-        log(f"using the cached {method.prior} prior {path}")
-        values = np.load(path)["values"]
-    else:
-        from glass_onnx.compiler.sources import load_model
-
-        log(f"computing the {method.prior} prior (N={settings.samples}, T={settings.tokens}) ...")
-        start = time.perf_counter()
-        model, tokenizer = load_model(source)
-        instruct = bool(manifest["tokenizer"].get("instruct"))
-        values = compute_prior(model, tokenizer, settings, instruct, samples_path(_source_key(source), settings))
-        save_prior(path, values, manifest["model"]["id"], settings)
-        log(f"prior computed in {time.perf_counter() - start:.0f} s, cached at {path}")
-    provenance = {"kind": method.prior, "source": "text file" if settings.text else "model samples",
-                  **dataclasses.asdict(settings), "cache": str(path)}
-    return values, provenance
 
 
 def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
@@ -197,30 +97,24 @@ def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, la
     return graphs, ffn_weights(graphs[FAST_DECODER_GRAPH])
 
 
-def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False, log=print) -> Path:
+def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False) -> Path:
+    """`glass-onnx compile`: the artifact directory ``output`` for the model or dense export ``spec``."""
     import onnx
 
     from glass_onnx.compiler.shared_weights import save_sharing_weights
 
     method = get_method(options.method)
-    if options.fusion not in ("rank", "plackett-luce"):
-        raise GlassError(f"unknown fusion '{options.fusion}'; choose rank or plackett-luce")
-    if Path(output).exists() and not force:
-        raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
-    dense, source = dense_artifact(spec, log, attention=options.attention)
+    check_fusion(options.fusion)
+    refuse_existing(output, force)
+    dense, source = dense_artifact(spec, attention=options.attention)
     manifest = load_manifest(dense)
     model_info = manifest["model"]
-    k, lam = check_settings(method, options.sparsity, options.lam, model_info["intermediate_size"])
-    if lam is None:
-        from glass_onnx.models import CATALOG
-
-        recipe = CATALOG.get(model_info["id"])
-        lam = recipe.default_lam if recipe else 0.5
-    prior_values, provenance = global_prior(dense, manifest, source, method, options, log)
+    k, lam = check_settings(method, options.sparsity, options.lam, model_info["intermediate_size"], recipe_of(manifest))
+    prior_values, provenance = global_prior(manifest, source, method, options)
     prior_rank = ranks(prior_values) if method.prior else np.zeros(prior_values.shape, np.float32)
 
-    log(f"compiling {method.name}: keep {k}/{model_info['intermediate_size']} neurons per layer, lam={lam}, "
-        f"fusion={options.fusion}")
+    log.info(f"compiling {method.name}: keep {k}/{model_info['intermediate_size']} neurons per layer, lam={lam}, "
+             f"fusion={options.fusion}")
     graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
                                        options.fusion, options.genai)
     with atomic_directory(output, force=force) as tmp:
@@ -238,23 +132,26 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank)
         fast = _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))
         write_manifest(tmp, {
-            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers") if key in manifest},
+            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers")},
             "kind": "glass",
             "sessions": {"prefill": PREFILL_GRAPH, "decode": DECODE_GRAPH},
             "glass": {
                 "method": method.name,
                 "sparsity": 1.0 - k / model_info["intermediate_size"],
-                "requested_sparsity": options.sparsity,
                 "k": k,
                 "intermediate_size": model_info["intermediate_size"],
                 "lam": lam,
                 "fusion": options.fusion,
-                "prior": provenance,
                 **protocol.glass_io_sections(model_info["intermediate_size"], k),
             },
             "fast": fast,
-            "dense_export": str(dense),
-            "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
+            "build": {
+                "source": manifest.get("build", {}).get("source"),
+                "dense_export": str(dense),
+                "requested_sparsity": options.sparsity,
+                "prior": provenance,
+                "created_by": created_by(),
+            },
         })
-    log(f"wrote {output}")
+    log.info(f"wrote {output}")
     return Path(output)

@@ -10,20 +10,25 @@ makes it ~10 % faster; ``attention="onnx"`` keeps the standard ops only.
 
 from __future__ import annotations
 
-import shlex
-import sys
+import contextlib
+import logging
 import time
+import warnings
 from pathlib import Path
 
-from glass_onnx.compiler.artifact import atomic_directory, versions
+from glass_onnx.compiler.artifact import atomic_directory, cache_dir, created_by
 from glass_onnx.runtime import protocol
-from glass_onnx.runtime.manifest import write_manifest
-from glass_onnx.runtime.protocol import (ATTENTION_MASK, DENSE_GRAPH, DENSE_WEIGHTS, INPUT_IDS, LOGITS, PAST_KEY,
-                                         PAST_VALUE, POSITION_IDS, PRESENT_KEY, PRESENT_VALUE)
+from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.manifest import load_manifest, write_manifest
+from glass_onnx.runtime.protocol import (ATTENTION_MASK, CHAT_TEMPLATE, DENSE_GRAPH, DENSE_WEIGHTS, INPUT_IDS, LOGITS,
+                                         MANIFEST, PAST_KEY, PAST_VALUE, POSITION_IDS, PRESENT_KEY, PRESENT_VALUE,
+                                         TOKENIZER_JSON)
+
+log = logging.getLogger(__name__)
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
-REVISION = 8  # bumped when the exported graph changes; part of the export cache key
+REVISION = 9  # bumped when the exported graph or its manifest changes; part of the export cache key
 
 
 def architecture(model) -> dict:
@@ -69,7 +74,22 @@ def _decoder_with_cache(model):
     return DecoderWithCache().eval()
 
 
-def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's notes that every export prints and no user can act on: torchvision's missing ops (not
+    needed for a text decoder) and a FutureWarning from torch's own pytree code."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def export_onnx(model, path: Path, attention: str = "ort") -> dict:
     """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past;
     returns the manifest facts about its inputs and outputs and its attention."""
     import torch
@@ -93,8 +113,8 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
     io_past = [t.format(layer=i) for i in range(n) for t in (PAST_KEY, PAST_VALUE)]
     io_present = [t.format(layer=i) for i in range(n) for t in (PRESENT_KEY, PRESENT_VALUE)]
     start = time.perf_counter()
-    log(f"exporting {arch['architecture']} ({n} layers) to ONNX opset {OPSET} ...")
-    with torch.no_grad():
+    log.info(f"exporting {arch['architecture']} ({n} layers) to ONNX opset {OPSET} ...")
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             _decoder_with_cache(model),
             (input_ids, attention_mask, position_ids, past_kv),
@@ -117,30 +137,29 @@ def export_onnx(model, path: Path, attention: str = "ort", log=print) -> dict:
     produced = Path(str(path) + ".data")
     if produced.name != DENSE_WEIGHTS and produced.exists():
         produced.rename(path.parent / DENSE_WEIGHTS)
-    log(f"exported in {time.perf_counter() - start:.0f} s")
+    log.info(f"exported in {time.perf_counter() - start:.0f} s")
     # kv_buffers: a runtime may bind fixed-capacity cache buffers, extended in place (group_query_attention.py)
     return {"io": protocol.io_section(positions),
             "attention": model_ir.metadata_props.get(ATTENTION_FACT, "Attention"),
             "kv_buffers": model_ir.metadata_props.get(KV_BUFFERS) == "true"}
 
 
-def save_tokenizer(tokenizer, directory: Path, instruct: bool) -> dict:
+def save_tokenizer(tokenizer, directory: Path, instruct: bool, eos_ids: list[int]) -> dict:
     """Save tokenizer.json (and the chat template) for the runtime; return the manifest's tokenizer section."""
     tokenizer.save_pretrained(str(directory))
     for extra in ("special_tokens_map.json",):
         (directory / extra).unlink(missing_ok=True)
     template = getattr(tokenizer, "chat_template", None)
-    if template and not (directory / "chat_template.jinja").exists():
-        (directory / "chat_template.jinja").write_text(template)
-    eos = tokenizer.eos_token_id
+    if template and not (directory / CHAT_TEMPLATE).exists():
+        (directory / CHAT_TEMPLATE).write_text(template)
     return {
-        "file": "tokenizer.json",
-        "chat_template": "chat_template.jinja" if template else None,
+        "file": TOKENIZER_JSON,
+        "chat_template": CHAT_TEMPLATE if template else None,
         "instruct": bool(instruct and template),
         "bos_token": tokenizer.bos_token,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token": tokenizer.eos_token,
-        "eos_token_ids": [eos] if eos is not None else [],
+        "eos_token_ids": eos_ids,
         "pad_token_id": tokenizer.pad_token_id,
     }
 
@@ -156,27 +175,47 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort", log=print) -> Path:
+def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort") -> Path:
     """`glass-onnx export`: load the model, export it, and write a complete dense artifact directory."""
-    from glass_onnx.runtime.errors import GlassError
     from glass_onnx.compiler.sources import load_model, resolve
 
     if attention not in ATTENTION:
         raise GlassError(f"unknown attention form '{attention}'; choose {' or '.join(ATTENTION)}")
     source = resolve(spec)
-    log(f"loading {source.spec} from {source.path} ...")
+    log.info(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
     with atomic_directory(output, force=force) as tmp:
-        graph_facts = export_onnx(model, tmp / DENSE_GRAPH, attention=attention, log=log)
+        graph_facts = export_onnx(model, tmp / DENSE_GRAPH, attention=attention)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
-        tokenizer_info = save_tokenizer(tokenizer, tmp, instruct)
-        tokenizer_info["eos_token_ids"] = eos_token_ids(model, tokenizer)
         write_manifest(tmp, {
             "kind": "dense",
-            "model": {"id": spec, "source": source.describe(), **architecture(model)},
-            "tokenizer": tokenizer_info,
+            "model": {"name": source.name, **architecture(model)},
+            "tokenizer": save_tokenizer(tokenizer, tmp, instruct, eos_token_ids(model, tokenizer)),
             "sessions": {"prefill": DENSE_GRAPH, "decode": DENSE_GRAPH},
             **graph_facts,
-            "created_by": {**versions(), "command": " ".join(shlex.quote(a) for a in sys.argv)},
+            "build": {"source": source.describe(), "created_by": created_by()},
         })
     return Path(output)
+
+
+def dense_artifact(spec: str, attention: str = "ort"):
+    """(directory, source) of a dense artifact for ``spec``: the directory itself if it is one (source None), else
+    an export of the model, cached by its weights (``attention``: the export's attention form)."""
+    from glass_onnx.compiler.sources import resolve
+
+    if Path(spec).is_dir() and (Path(spec) / MANIFEST).exists():
+        manifest = load_manifest(spec)
+        if manifest["kind"] != "dense":
+            raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
+        if attention == "onnx" and manifest["attention"] == "GroupQueryAttention":
+            raise GlassError(f"'{spec}' is a GroupQueryAttention export (which takes multi-token steps on batch 1 "
+                             "only); pass the model itself, or a dense export made with --attention onnx")
+        return Path(spec), None
+    source = resolve(spec)
+    form = "-onnx-attention" if attention == "onnx" else ""
+    directory = cache_dir() / "exports" / f"{source.cache_key()}-r{REVISION}{form}"
+    if not (directory / MANIFEST).exists():
+        export_dense(spec, directory, force=True, attention=attention)
+    else:
+        log.info(f"using the cached dense export {directory}")
+    return directory, source

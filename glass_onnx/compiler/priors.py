@@ -4,7 +4,8 @@ The model samples N sequences of T tokens (temperature 1, fixed seed; instruct m
 template's empty turn) -- or a text file is used instead -- and then, over those tokens, per FFN neuron j:
   A-GLASS (activation): g_j = mean_t |Z_tj|
   I-GLASS (impact):     g_j = mean_t |Z_tj * dL/dZ_tj|,  L = next-token loss
-where Z is the input of the down projection. Priors are cached by model, kind and settings.
+where Z is the input of the down projection (the formulas of passes/glass_math.py, which the tests check this
+against). Priors are cached by model, kind and settings.
 """
 
 from __future__ import annotations
@@ -12,12 +13,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glass_onnx.compiler.artifact import cache_dir
+from glass_onnx.compiler.settings import PRIOR_SAMPLES, PRIOR_TOKENS
+from glass_onnx.progress import progress
 from glass_onnx.runtime.errors import GlassError
+
+if TYPE_CHECKING:
+    from glass_onnx.compiler.compile import CompileOptions
+    from glass_onnx.compiler.settings import Method
+
+log = logging.getLogger(__name__)
 
 KINDS = ("activation", "impact")
 
@@ -25,8 +37,8 @@ KINDS = ("activation", "impact")
 @dataclasses.dataclass(frozen=True)
 class PriorSettings:
     kind: str  # "activation", "impact" or "random"
-    samples: int = 64
-    tokens: int = 256
+    samples: int = PRIOR_SAMPLES
+    tokens: int = PRIOR_TOKENS
     temperature: float = 1.0
     seed: int = 0
     text: str | None = None  # a text file instead of model samples
@@ -36,16 +48,6 @@ class PriorSettings:
         if self.text:
             d["text"] = hashlib.sha256(Path(self.text).read_bytes()).hexdigest()[:16]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Per row: 0 for the most important (largest) value; ties go to the lower index. Float32 for the graph."""
-    values = np.asarray(values)
-    out = np.empty(values.shape, dtype=np.float32)
-    for row, v in enumerate(values):
-        order = np.lexsort((np.arange(v.shape[0]), -v))
-        out[row, order] = np.arange(v.shape[0], dtype=np.float32)
-    return out
 
 
 def random_prior(num_layers: int, size: int, seed: int) -> np.ndarray:
@@ -59,10 +61,9 @@ def down_proj_modules(model) -> list:
     return [layer.mlp.down_proj for layer in layers]
 
 
-def sample_sequences(model, tokenizer, settings: PriorSettings, instruct: bool, progress: bool = True):
+def sample_sequences(model, tokenizer, settings: PriorSettings, instruct: bool):
     """[N, P+T] token ids sampled from the model and a mask of real tokens (0 after an early EOS)."""
     import torch
-    from tqdm import tqdm
 
     if instruct and getattr(tokenizer, "chat_template", None):
         start = tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
@@ -79,7 +80,7 @@ def sample_sequences(model, tokenizer, settings: PriorSettings, instruct: bool, 
     batch = 16
     chunks = []
     with torch.no_grad():
-        for b in tqdm(range(0, settings.samples, batch), desc="sampling prior text", disable=not progress):
+        for b in progress(range(0, settings.samples, batch), desc="sampling prior text"):
             n = min(batch, settings.samples - b)
             ids = torch.tensor([start] * n)
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
@@ -110,10 +111,9 @@ def text_sequences(tokenizer, settings: PriorSettings):
     return ids, torch.ones_like(ids)
 
 
-def neuron_importance(model, ids, mask, kind: str, progress: bool = True) -> np.ndarray:
+def neuron_importance(model, ids, mask, kind: str) -> np.ndarray:
     """[layers, I] mean |Z| (activation) or mean |Z * dL/dZ| (impact) over the real tokens."""
     import torch
-    from tqdm import tqdm
 
     modules = down_proj_modules(model)
     captured = [None] * len(modules)
@@ -129,7 +129,7 @@ def neuron_importance(model, ids, mask, kind: str, progress: bool = True) -> np.
     count = 0.0
     batch = 8
     try:
-        for b in tqdm(range(0, ids.shape[0], batch), desc=f"{kind} prior", disable=not progress):
+        for b in progress(range(0, ids.shape[0], batch), desc=f"{kind} prior"):
             x, m = ids[b : b + batch], mask[b : b + batch]
             weights = m.unsqueeze(-1).to(torch.float32)
             if kind == "impact":
@@ -179,8 +179,8 @@ def load_prior_file(path: str | Path, num_layers: int, size: int) -> tuple[np.nd
     return values, meta
 
 
-def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool, samples_cache: Path | None = None,
-                  progress: bool = True) -> np.ndarray:
+def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool,
+                  samples_cache: Path | None = None) -> np.ndarray:
     """The prior values [layers, I]. Model samples depend on the settings but not on the kind, so with
     ``samples_cache`` the A and I priors of one model share one sampling run."""
     import torch
@@ -193,14 +193,52 @@ def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool, sam
         data = np.load(samples_cache)
         ids, mask = torch.from_numpy(data["ids"]), torch.from_numpy(data["mask"])
     else:
-        ids, mask = sample_sequences(model, tokenizer, settings, instruct, progress)
+        ids, mask = sample_sequences(model, tokenizer, settings, instruct)
         if samples_cache is not None:
             samples_cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(samples_cache.with_suffix(".tmp.npz"), ids=ids.numpy(), mask=mask.numpy())
             samples_cache.with_suffix(".tmp.npz").rename(samples_cache)
-    return neuron_importance(model, ids, mask, settings.kind, progress)
+    return neuron_importance(model, ids, mask, settings.kind)
 
 
 def samples_path(model_key: str, settings: PriorSettings) -> Path:
     shared = dataclasses.replace(settings, kind="samples")
     return cache_dir() / "priors" / f"{model_key}-samples-{shared.key()}.npz"
+
+
+def global_prior(manifest: dict, source, method: Method, options: CompileOptions) -> tuple[np.ndarray, dict]:
+    """The prior values [layers, I] a method needs, for the model of a dense export (``source``, or the one its
+    manifest records), computed or read from the cache, and their provenance for the manifest's ``build.prior``."""
+    from glass_onnx.compiler.sources import recorded_source
+
+    layers, size = manifest["model"]["num_layers"], manifest["model"]["intermediate_size"]
+    if method.prior is None:
+        return np.zeros((layers, size)), {"kind": "none"}
+    if method.prior == "random":
+        return random_prior(layers, size, options.prior_seed), {"kind": "random", "seed": options.prior_seed}
+    if options.prior_file:
+        values, meta = load_prior_file(options.prior_file, layers, size)
+        if meta["settings"].get("kind") != method.prior:
+            raise GlassError(f"'{options.prior_file}' is a {meta['settings'].get('kind')} prior, method "
+                             f"{method.name} needs a {method.prior} prior")
+        return values, {"kind": method.prior, "file": str(options.prior_file), **meta}
+    settings = PriorSettings(method.prior, options.prior_samples, options.prior_tokens, 1.0, options.prior_seed,
+                             options.prior_text)
+    source = source or recorded_source(manifest)
+    path = prior_path(source.cache_key(), settings)
+    if path.exists():
+        log.info(f"using the cached {method.prior} prior {path}")
+        values = np.load(path)["values"]
+    else:
+        from glass_onnx.compiler.sources import load_model
+
+        log.info(f"computing the {method.prior} prior (N={settings.samples}, T={settings.tokens}) ...")
+        start = time.perf_counter()
+        model, tokenizer = load_model(source)
+        instruct = bool(manifest["tokenizer"]["instruct"])
+        values = compute_prior(model, tokenizer, settings, instruct, samples_path(source.cache_key(), settings))
+        save_prior(path, values, manifest["model"]["name"], settings)
+        log.info(f"prior computed in {time.perf_counter() - start:.0f} s, cached at {path}")
+    provenance = {"kind": method.prior, "source": "text file" if settings.text else "model samples",
+                  **dataclasses.asdict(settings), "cache": str(path)}
+    return values, provenance

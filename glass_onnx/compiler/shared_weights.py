@@ -6,17 +6,16 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from glass_onnx.progress import progress
+
 INLINE_BYTES = 1024  # smaller tensors (scalars, indices) stay inside the graph, readable in Netron
 
 
-def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: str = "weights.bin",
-                         progress: bool = True, extra: dict[str, ir.TensorProtocol] | None = None
-                         ) -> dict[str, ir.ExternalTensor]:
+def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: str,
+                         extra: dict[str, ir.TensorProtocol] | None = None) -> dict[str, ir.ExternalTensor]:
     """Write ``directory/<name>`` for each model; tensors with the same initializer name are stored once.
     ``extra`` tensors, which no graph holds (a runtime binds them as inputs), go to the weights file too; returns
     where each of them lies in it."""
-    from tqdm import tqdm
-
     tensors: dict[str, ir.TensorProtocol] = {}
     for model in models.values():
         for name, value in model.graph.initializers.items():
@@ -28,7 +27,7 @@ def save_sharing_weights(models: dict[str, ir.Model], directory: Path, weights: 
                 # a small tensor from the source's data file moves inline: that file is not copied
                 value.const_value = ir.tensor(value.const_value.numpy(), name=name)
     tensors.update(extra or {})
-    with tqdm(total=len(tensors), desc="writing weights", unit="tensor", disable=not progress) as bar:
+    with progress(total=len(tensors), desc="writing weights", unit="tensor") as bar:
         external = ir.external_data.convert_tensors_to_external(
             list(tensors.values()), base_dir=directory, relative_path=weights, alignment=65536,
             callback=lambda *_: bar.update())

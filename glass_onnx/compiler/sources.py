@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
-from glass_onnx.compiler.artifact import cache_dir
+from glass_onnx.compiler.artifact import cache_dir, versions
 from glass_onnx.models import CATALOG, ModelRecipe
 from glass_onnx.runtime.errors import GlassError
 
@@ -36,8 +38,46 @@ class ModelSource:
             return self.path, {"local_files_only": True}
         return self.path, {}
 
+    @property
+    def name(self) -> str:
+        """A display name: the catalog name, a hub id, or the file or directory name."""
+        if self.recipe:
+            return self.recipe.name
+        return self.path if self.kind == "hub" else Path(self.path).name
+
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "path": self.path, "recipe": self.recipe.name if self.recipe else None}
+
+    def cache_key(self) -> str:
+        """A key for what is cached from this model (exports, priors): where its weights are and when they changed,
+        not how it was named."""
+        path = Path(self.path)
+        stamp = [path.stat().st_size, int(path.stat().st_mtime)] if path.is_file() else (
+            [int((path / "config.json").stat().st_mtime)] if path.is_dir() else [])
+        tools = versions()
+        key = json.dumps([self.kind, str(self.path), stamp, tools.get("glass-onnx"), tools.get("transformers")])
+        name = self.recipe.name if self.recipe else Path(self.path).stem
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+        return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def recorded_source(manifest: dict) -> ModelSource:
+    """The model source a dense export was made from, as its manifest's provenance recorded it."""
+    recorded = manifest.get("build", {}).get("source")
+    if recorded is None:
+        raise GlassError("this dense export does not record the model it was made from; compile from the model "
+                         "itself, or pass --prior-file")
+    if not Path(recorded["path"]).exists() and recorded["kind"] != "hub":
+        raise GlassError(f"the weights this export was made from ('{recorded['path']}') are gone; the global prior "
+                         "needs them: compile from the model itself, or pass --prior-file")
+    if recorded.get("recipe"):
+        return resolve(recorded["recipe"])
+    return ModelSource(recorded["spec"], recorded["kind"], recorded["path"])
+
+
+def recipe_of(manifest: dict) -> ModelRecipe | None:
+    """The catalog recipe an artifact's model came from, if any (its provenance says)."""
+    return CATALOG.get(manifest.get("build", {}).get("source", {}).get("recipe") or "")
 
 
 def resolve(spec: str) -> ModelSource:
@@ -73,7 +113,12 @@ def load_config(source: ModelSource):
                 f"'{source.path}' is not in the local Hugging Face cache and the Hub is offline; download it where "
                 f"the Hub is reachable (huggingface-cli download {source.path}) or pass a local directory"
             ) from None
-        raise GlassError(f"could not read the model config at '{source.path}': {str(e).splitlines()[0]}") from None
+        raise GlassError(f"could not read the model config at '{source.path}': {_first_line(e)}") from None
+    except Exception as e:  # a damaged GGUF raises ValueError, struct.error, ...
+        if source.kind != "gguf":
+            raise
+        raise GlassError(f"could not read '{source.path}' as a GGUF model ({_first_line(e)}); the file is truncated "
+                         "or not a GGUF: download or assemble it again") from None
     text = config.get_text_config()
     if text.model_type not in SUPPORTED:
         raise GlassError(
@@ -91,9 +136,20 @@ def load_model(source: ModelSource):
 
     config = load_config(source)
     where, kwargs = source.load_args
-    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+    except Exception as e:  # weights cut short after a readable header
+        if source.kind != "gguf":
+            raise
+        raise GlassError(f"could not load the weights of '{source.path}' ({_first_line(e)}); the file is truncated "
+                         "or damaged: download or assemble it again") from None
     if model.config.get_text_config().model_type != config.get_text_config().model_type:
         raise GlassError(f"'{source.spec}' loaded as {type(model).__name__}, expected a text decoder")
     model.eval()
     return model, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

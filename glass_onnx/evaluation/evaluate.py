@@ -12,18 +12,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from glass_onnx.compiler.settings import (DEFAULT_FUSION, METHODS, PRIOR_SAMPLES, check_fusion, check_lam,
+                                          check_sparsity, get_method, keep_count)
 from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
-from glass_onnx.compiler.settings import get_method
-from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_RANK
 from glass_onnx.runtime.decoder import Decoder
 from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_RANK
 
-ALL_METHODS = ("dense", "random", "global-a", "global-i", "griffin", "a-glass", "i-glass")
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    methods: tuple[str, ...] = tuple(METHODS)
+    sparsities: tuple[float, ...] = (0.25, 0.5, 0.75)
+    lams: tuple[float, ...] | None = None  # a-glass/i-glass; None: the model's default
+    fusions: tuple[str, ...] = (DEFAULT_FUSION,)
+    split: str = "test"  # "dev" or "test"
+    per_bucket: int = 10  # prompts per length bucket (and chat)
+    gen_len: int = 256  # tokens of dense greedy continuation (G)
+    prompts_file: str | None = None  # one prompt per line, instead of the shipped prose
+    threads: int | None = None
+    prior_samples: int = PRIOR_SAMPLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +124,7 @@ class Evaluator:
         return decoder.decode(state, tokens[:, :-1]), kept
 
     def keep(self, config: Config) -> int:
-        return round((1 - config.sparsity) * self.size)
+        return keep_count(config.sparsity, self.size)
 
     def overrides(self, config: Config) -> dict:
         """The prefill inputs that turn the one compiled artifact into this configuration."""
@@ -154,70 +171,68 @@ def aggregate(per_prompt: list[dict]) -> dict:
     return out
 
 
-def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split: str, per_bucket: int,
-             gen_len: int, prompts_file: str | None, threads: int | None, samples: int, force: bool, log=print) -> dict:
-    from tqdm import tqdm
-
-    from glass_onnx.compiler.artifact import atomic_directory
-    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact, global_prior
+def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False) -> dict:
+    """`glass-onnx eval`: the grid of ``options`` on ``model``, written to ``output`` (results.json, results.md,
+    plots)."""
+    from glass_onnx.compiler.artifact import atomic_directory, refuse_existing
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.export import dense_artifact
+    from glass_onnx.compiler.priors import global_prior
+    from glass_onnx.compiler.settings import default_lam
+    from glass_onnx.compiler.sources import recipe_of
     from glass_onnx.evaluation.prompts import file_prompts, load_prompts
     from glass_onnx.evaluation.report import write_report
-    from glass_onnx.models import CATALOG
-    from glass_onnx.compiler.priors import ranks
+    from glass_onnx.passes.glass_math import ranks
+    from glass_onnx.progress import progress
     from glass_onnx.runtime.manifest import load_manifest
     from glass_onnx.runtime.text import TextCodec
 
-    for s in sparsities:
-        if not 0 <= s < 1:
-            raise GlassError(f"--sparsity values must be in [0, 1) (got {s})")
-    for lam in lams or []:
-        if not 0 <= lam <= 1:
-            raise GlassError(f"--lam values must be in [0, 1] (got {lam})")
-    if output.exists() and not force:
-        raise GlassError(f"'{output}' already exists; choose another -o or pass --force to replace it")
+    for s in options.sparsities:
+        check_sparsity(s)
+    for lam in options.lams or ():
+        check_lam(lam)
+    for fusion in options.fusions:
+        check_fusion(fusion)
+    refuse_existing(output, force)
     started = time.perf_counter()
     # teacher forcing runs batches of multi-token steps: the standard attention ops take them, GroupQueryAttention not
-    dense, source = dense_artifact(model, log, attention="onnx")
+    dense, source = dense_artifact(model, attention="onnx")
     manifest = load_manifest(dense)
-    recipe = CATALOG.get(manifest["model"]["id"])
-    default_lam = recipe.default_lam if recipe else 0.5
-    grid = configs(methods, sparsities, lams, fusions, default_lam)
+    grid = configs(options.methods, options.sparsities, options.lams, options.fusions, default_lam(recipe_of(manifest)))
     codec = TextCodec(dense, manifest["tokenizer"])
-    instruct = bool(manifest["tokenizer"].get("instruct"))
-    prompts = file_prompts(codec, prompts_file, instruct) if prompts_file else load_prompts(codec, split, per_bucket, instruct)
+    instruct = bool(manifest["tokenizer"]["instruct"])
+    prompts = file_prompts(codec, options.prompts_file, instruct) if options.prompts_file else \
+        load_prompts(codec, options.split, options.per_bucket, instruct)
     if not prompts:
         raise GlassError("no prompts to evaluate; check --prompts or --per-bucket")
-    too_long = [p for p in prompts if len(p.ids) + gen_len > manifest["model"]["max_context"]]
+    too_long = [p for p in prompts if len(p.ids) + options.gen_len > manifest["model"]["max_context"]]
     if too_long:
         raise GlassError(f"{len(too_long)} prompt(s) + --gen-len exceed the model's context; shorten them")
 
     with atomic_directory(output, force=force) as tmp:
         priors = {}
         # one method per prior kind, so each prior is computed (or read from the cache) as compile does it
-        for method in {get_method(c.method).prior: get_method(c.method) for c in grid if get_method(c.method).prior}.values():
-            values, _ = global_prior(dense, manifest, source, method, CompileOptions(prior_samples=samples), log)
+        methods = [get_method(c.method) for c in grid]
+        for method in {m.prior: m for m in methods if m.prior}.values():
+            values, _ = global_prior(manifest, source, method, CompileOptions(prior_samples=options.prior_samples))
             priors[method.prior] = ranks(values)
         artifacts = {}
-        for fusion in sorted({c.fusion for c in grid} | {"rank"}):
+        for fusion in sorted({c.fusion for c in grid} | {DEFAULT_FUSION}):
             artifacts[fusion] = compile_model(str(dense), tmp / "artifacts" / fusion,
-                                              CompileOptions(method="griffin", sparsity=0.5, fusion=fusion), log=log)
-        evaluator = Evaluator(dense, artifacts, priors, gen_len, threads)
+                                              CompileOptions(method="griffin", sparsity=0.5, fusion=fusion))
+        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads)
         per_config: dict[Config, list] = {c: [] for c in grid}
         by_bucket: dict[tuple, list] = {}
         batches = [prompts[i : i + evaluator.batch] for i in range(0, len(prompts), evaluator.batch)]
-        for batch in tqdm(batches, desc=f"eval {len(prompts)} prompts x {len(grid)} configs", unit="batch"):
+        for batch in progress(batches, desc=f"eval {len(prompts)} prompts x {len(grid)} configs", unit="batch"):
             for config, rows in evaluator.run_batch(batch, grid).items():
                 per_config[config] += rows
                 for prompt, row in zip(batch, rows):
                     by_bucket.setdefault((config, prompt.bucket), []).append(row)
-        samples_md = free_running_samples(evaluator, codec, prompts, grid, log)
-        for fusion in artifacts:
-            import shutil
-
-            shutil.rmtree(artifacts[fusion])
-        (tmp / "artifacts").rmdir()
+        samples_md = free_running_samples(evaluator, codec, prompts, grid)
+        shutil.rmtree(tmp / "artifacts")
         result = {
-            "model": manifest["model"]["id"], "split": split, "gen_len": gen_len,
+            "model": manifest["model"]["name"], "split": options.split, "gen_len": options.gen_len,
             "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source} for p in prompts],
             "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
             "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)} for (c, b), rows in by_bucket.items()],
@@ -225,11 +240,11 @@ def run_eval(model: str, output: Path, methods, sparsities, lams, fusions, split
         }
         (tmp / "results.json").write_text(json.dumps(result, indent=1))
         write_report(result, tmp, samples_md)
-    log(f"wrote {output} in {time.perf_counter() - started:.0f} s")
+    log.info(f"wrote {output} in {time.perf_counter() - started:.0f} s")
     return result
 
 
-def free_running_samples(evaluator: Evaluator, codec, prompts, grid, log, n_prompts: int = 3, tokens: int = 48) -> str:
+def free_running_samples(evaluator: Evaluator, codec, prompts, grid, n_prompts: int = 3, tokens: int = 48) -> str:
     """Greedy free-running generations for a few prompts, one per method at the most common sparsity."""
     sparsities = sorted({c.sparsity for c in grid if c.method != "dense"})
     sparsity = 0.5 if 0.5 in sparsities else (sparsities[len(sparsities) // 2] if sparsities else None)

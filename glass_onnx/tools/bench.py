@@ -10,6 +10,7 @@ alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glass_onnx.progress import progress
 from glass_onnx.runtime.errors import GlassError
 
 
@@ -87,26 +89,54 @@ class GenaiRunner:
         return (t_first - t0) * 1e3, (n - 1) / (t_last - t_first)
 
 
-def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], prompt_len: int, new_tokens: int, repeats: int,
-              prefill_lengths: list[int], genai_dir: Path | None, measure_rss: bool, provider: str = "cpu",
-              log=print) -> dict:
-    from tqdm import tqdm
+@dataclasses.dataclass
+class BenchOptions:
+    threads: tuple[int, ...] = (1, 2)  # intra-op thread counts, each a run of its own
+    prompt_len: int = 32
+    new_tokens: int = 256
+    repeats: int = 5  # interleaved rounds
+    prefill_lengths: tuple[int, ...] = (16, 64, 256)
+    genai_dir: Path | None = None  # an onnxruntime-genai model folder of the same model, to compare
+    measure_rss: bool = True
+    provider: str = "cpu"
 
+
+def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
+                     attention: str = "ort") -> dict[str, tuple[Path, str]]:
+    """The dense export and one compile per sparsity, as bench variants {name: (artifact, layout)}."""
+    from glass_onnx.compiler.artifact import cache_dir
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.export import dense_artifact
+
+    dense, _ = dense_artifact(model, attention=attention)
+    variants = {"dense": (dense, "auto")}
+    for s in sparsities:
+        out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}"
+        compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention), force=True)
+        for layout in layouts:
+            variants[f"{method} {s:g}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
+    return variants
+
+
+def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> dict:
+    """Every variant {name: (artifact, layout)} measured interleaved (module docstring); the report as JSON data."""
     from glass_onnx.runtime import Generator
 
+    o = options
+    prompt_len, new_tokens, repeats, provider = o.prompt_len, o.new_tokens, o.repeats, o.provider
     report = {"prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats, "cpu_count": os.cpu_count(),
               "provider": provider, "runs": []}
-    for threads in threads_list:
+    for threads in o.threads:
         generators = {name: Generator(path, provider=provider, threads=threads, layout=layout)
                       for name, (path, layout) in variants.items()}
-        if genai_dir:
-            generators["onnxruntime-genai"] = GenaiRunner(genai_dir, threads)
+        if o.genai_dir:
+            generators["onnxruntime-genai"] = GenaiRunner(o.genai_dir, threads)
         codec = next(g for g in generators.values() if hasattr(g, "codec")).codec
         prompt = bench_prompt(codec, prompt_len)
         samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
         for g in generators.values():  # warm-up
             g.generate(prompt, 8) if isinstance(g, GenaiRunner) else g.generate(prompt, max_new_tokens=8, ignore_eos=True)
-        for round_ in tqdm(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
+        for round_ in progress(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
             # A B C, then C B A: a machine drifting during a round favours no variant
             for name, g in (list(generators.items()) if round_ % 2 == 0 else list(generators.items())[::-1]):
                 time.sleep(SETTLE_S)
@@ -130,7 +160,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
                 times.append((time.perf_counter() - t0) * 1e3)
             prep[name] = round(statistics.median(times), 2)
             prefill[name] = {}
-            for n in prefill_lengths:
+            for n in o.prefill_lengths:
                 ids = np.array([bench_prompt(codec, n)])
                 times = []
                 for _ in range(max(3, repeats // 2)):
@@ -148,7 +178,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], threads_list: list[int], pr
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
                    "ttft_ms_all": [round(x, 2) for x in s["ttft_ms"]],
                    "prefill_ms_by_length": prefill.get(name)}
-            if measure_rss and name in variants and provider == "cpu":
+            if o.measure_rss and name in variants and provider == "cpu":
                 row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
             report["runs"].append(row)
         del generators

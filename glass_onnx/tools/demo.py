@@ -20,14 +20,16 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, width
     return "\n".join(rows)
 
 
-def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsity: float, threads: int | None,
-             log=print) -> None:
-    from glass_onnx.compiler.compile import CompileOptions, compile_model, dense_artifact
+def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsity: float, threads: int | None) -> str:
+    """Compile ``model`` with A-GLASS into ``output``, generate from ``prompt`` with dense and with GLASS; the
+    side-by-side report."""
+    from glass_onnx.compiler.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.export import dense_artifact
     from glass_onnx.runtime import Generator
 
-    dense, _ = dense_artifact(model, log)
+    dense, _ = dense_artifact(model)
     compiled = output / f"{Path(model).name}-a-glass-{sparsity:g}"
-    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True, log=log)
+    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True)
     results = {}
     for name, artifact in (("dense", dense), ("a-glass", compiled)):
         generator = Generator(artifact, threads=threads)
@@ -35,14 +37,14 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
         generator.generate(ids, max_new_tokens=8)  # warm-up: first-run allocations are not decode speed
         results[name] = (generator.generate(ids, max_new_tokens=max_new_tokens), generator.manifest.get("glass"))
     (dense_result, _), (glass_result, glass) = results["dense"], results["a-glass"]
-    print(f"\nprompt: {prompt}\n")
-    print(side_by_side("dense", dense_result.text, f"A-GLASS, {glass['k']}/{glass['intermediate_size']} FFN neurons",
-                       glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)))
-    print()
+    lines = [f"\nprompt: {prompt}\n",
+             side_by_side("dense", dense_result.text, f"A-GLASS, {glass['k']}/{glass['intermediate_size']} FFN neurons",
+                          glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
     for name, (r, _) in results.items():
-        print(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "
-              f"{len(r.tokens)} tokens at {r.decode_tokens_per_s:.1f} tok/s")
+        lines.append(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "
+                     f"{len(r.tokens)} tokens at {r.decode_tokens_per_s:.1f} tok/s")
     speedup = glass_result.decode_tokens_per_s / max(dense_result.decode_tokens_per_s, 1e-9)
-    print(f"decode speed, A-GLASS / dense: {speedup:.2f}x  (one run; 'glass-onnx bench' measures properly)")
-    print(f"artifacts: {dense} (dense), {compiled} (A-GLASS)")
-    print("quality over 50 prompts per sparsity: EVAL.md (a 135M model loses much at 50%; try --sparsity 0.25)")
+    lines += [f"decode speed, A-GLASS / dense: {speedup:.2f}x  (one run; 'glass-onnx bench' measures properly)",
+              f"artifacts: {dense} (dense), {compiled} (A-GLASS)",
+              "quality over 50 prompts per sparsity: EVAL.md (a 135M model loses much at 50%; try --sparsity 0.25)"]
+    return "\n".join(lines)

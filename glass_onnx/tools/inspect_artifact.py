@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest
+
+log = logging.getLogger(__name__)
 
 # Contrib (com.microsoft) ops a compiled graph may contain: each has CPU, CUDA, DirectML and WebGPU kernels in
 # every full ONNX Runtime build, so every binding (Python, C#, C++, Java, JS/Node) runs it. The export's
@@ -56,18 +59,20 @@ def non_portable_ops(path: Path) -> list[str]:
 
 def describe(directory: Path) -> str:
     m = load_manifest(directory)
-    lines = [f"{directory}: {m['kind']} artifact of {m['model']['id']} ({m['model']['architecture']}, "
+    build = m.get("build", {})
+    lines = [f"{directory}: {m['kind']} artifact of {m['model']['name']} ({m['model']['architecture']}, "
              f"{m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, FFN {m['model']['intermediate_size']})"]
     glass = m.get("glass")
     if glass:
-        prior = glass["prior"]
         lines.append(f"GLASS: {glass['method']}, keeps {glass['k']}/{glass['intermediate_size']} FFN neurons per layer "
                      f"(sparsity {glass['sparsity']:.3f}), lam {glass['lam']}, fusion {glass['fusion']}")
-        lines.append("prior: " + ", ".join(f"{k}={v}" for k, v in prior.items() if k != "cache"))
+        if "prior" in build:
+            lines.append("prior: " + ", ".join(f"{k}={v}" for k, v in build["prior"].items() if k != "cache"))
     size = sum(info["bytes"] for info in m["files"].values())
     lines.append("files: " + ", ".join(f"{n} ({info['bytes'] / 2**20:.1f} MiB)" for n, info in m["files"].items())
                  + f"; total {size / 2**20:.1f} MiB")
-    lines.append("made by: " + ", ".join(f"{k} {v}" for k, v in m["created_by"].items() if k != "command"))
+    if "created_by" in build:
+        lines.append("made by: " + ", ".join(f"{k} {v}" for k, v in build["created_by"].items() if k != "command"))
     roles = {f"reference {role}": file for role, file in m["sessions"].items()} if glass else dict(m["sessions"])
     if "fast" in m:
         roles.update({f"fast {role}": m["fast"][role] for role in ("decoder", "select", "compact")})
@@ -111,5 +116,5 @@ def open_in_netron(directory: Path, file: str | None, port: int) -> None:
     m = load_manifest(directory)
     path = directory / (file or m["sessions"]["prefill"])
     netron.start(str(path), address=("localhost", port), browse=False)
-    print(f"Netron serves {path} at http://localhost:{port} (Ctrl-C to stop)")
+    log.info(f"Netron serves {path} at http://localhost:{port} (Ctrl-C to stop)")
     netron.wait()

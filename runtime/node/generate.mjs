@@ -10,8 +10,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+import { SCHEMA, firstProblem } from "./manifest_schema.mjs";
+import { PyFloat, pyJson } from "./py_json.mjs";
+
 const FORMAT = "glass-onnx";
-const FORMAT_VERSION = 1; // the manifest format this client reads (runtime/manifest.py FORMAT_VERSION)
+const FORMAT_VERSION = 2; // the manifest format this client reads (runtime/protocol.py FORMAT_VERSION)
 const MANIFEST = "manifest.json";
 
 class GlassError extends Error {}
@@ -62,7 +65,7 @@ function parseArgs(argv) {
   return args;
 }
 
-// -- manifest (runtime/manifest.py) ---------------------------------------------------------------------------
+// -- manifest (runtime/manifest.py, runtime/manifest.schema.json) ---------------------------------------------
 function layerNames(template, numLayers) {
   return Array.from({ length: numLayers }, (_, i) => template.replaceAll("{layer}", String(i)));
 }
@@ -86,7 +89,9 @@ function loadManifest(directory) {
       `'${directory}' has artifact format ${JSON.stringify(manifest.format_version ?? null)}, this client reads format ` +
         `${FORMAT_VERSION}; recompile it with a matching glass-onnx (or use the client that matches it)`,
     );
-  for (const [name, info] of Object.entries(manifest.files ?? {})) {
+  const problem = firstProblem(manifest, SCHEMA);
+  if (problem) throw new GlassError(`'${file}' is not a complete glass-onnx manifest: ${problem}; export or compile again`);
+  for (const [name, info] of Object.entries(manifest.files)) {
     const p = path.join(directory, name);
     if (!fs.existsSync(p)) throw new GlassError(`'${p}' is missing; the artifact is incomplete, export or compile it again`);
     const size = fs.statSync(p).size;
@@ -99,22 +104,6 @@ function loadManifest(directory) {
         `'${p}' is not the file this manifest was written with (changed or copied from another artifact, so the ` +
           "sessions may not fit together); export or compile it again",
       );
-  }
-  // every field this client reads, so a manifest that lacks one fails here in one line rather than mid-run
-  const need = (obj, keys, where) => {
-    for (const key of keys)
-      if (obj?.[key] === undefined || obj[key] === null)
-        throw new GlassError(`'${file}' lacks ${where}.${key}; it is not a complete glass-onnx manifest, export or compile again`);
-  };
-  need(manifest, ["model", "tokenizer", "sessions", "io"], "manifest");
-  need(manifest.model, ["num_layers", "num_kv_heads", "head_dim", "intermediate_size", "max_context"], "model");
-  need(manifest.tokenizer, ["file"], "tokenizer");
-  need(manifest.sessions, ["prefill", "decode"], "sessions");
-  need(manifest.io, ["input_ids", "attention_mask", "past_key", "past_value", "present_key", "present_value", "logits"], "io");
-  if (manifest.glass) {
-    need(manifest.glass, ["method", "k", "intermediate_size", "state", "handoff"], "glass");
-    need(manifest.glass.state, ["input", "output"], "glass.state");
-    need(manifest.glass.handoff, ["input", "output"], "glass.handoff");
   }
   return manifest;
 }
@@ -363,24 +352,6 @@ async function generate(decoder, codec, promptIds, maxNewTokens, onText) {
   };
 }
 
-// json.dumps of Python: ", " / ": " separators, ASCII-only strings, floats always with a fraction
-const PyFloat = class {
-  constructor(value) {
-    this.value = value;
-  }
-};
-function pyJson(value) {
-  if (value instanceof PyFloat) {
-    const v = value.value;
-    return Number.isInteger(v) ? v.toFixed(1) : String(v);
-  }
-  if (Array.isArray(value)) return `[${value.map(pyJson).join(", ")}]`;
-  if (value !== null && typeof value === "object")
-    return `{${Object.entries(value).map(([k, v]) => `${pyJson(k)}: ${pyJson(v)}`).join(", ")}}`;
-  if (typeof value === "string")
-    return JSON.stringify(value).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-  return JSON.stringify(value);
-}
 const round3 = (x) => Math.round(x * 1e3) / 1e3;
 
 async function main(argv) {
