@@ -10,31 +10,23 @@ import os
 import sys
 from pathlib import Path
 
-from glass_onnx.compiler.settings import (DEFAULT_FUSION, DEFAULT_METHOD, DEFAULT_SPARSITY, FUSIONS, METHODS,
-                                          PRIOR_SAMPLES, PRIOR_TOKENS)
+from glass_onnx.compiler.settings import (
+    DEFAULT_FUSION,
+    DEFAULT_METHOD,
+    DEFAULT_SPARSITY,
+    FUSIONS,
+    METHODS,
+    PRIOR_SAMPLES,
+    PRIOR_TOKENS,
+)
 from glass_onnx.runtime.errors import GlassError
 
 
-def _at_least_one(value: str, option: str) -> int:
+def _ints(text: str) -> tuple[int, ...]:
     try:
-        n = int(value)
+        return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{option} takes a whole number (got '{value}')") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{option} must be at least 1 (got {n})")
-    return n
-
-
-def _threads(value: str) -> int:
-    return _at_least_one(value, "--threads")
-
-
-def _thread_list(value: str) -> tuple[int, ...]:
-    return tuple(_threads(x) for x in value.split(",") if x.strip())
-
-
-def _prefill_chunk(value: str) -> int:
-    return _at_least_one(value, "--prefill-chunk")
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers (got '{text}')") from None
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -100,12 +92,12 @@ def cmd_eval(args) -> None:
 def cmd_bench(args) -> None:
     from glass_onnx.tools.bench import BenchOptions, compile_variants, format_table, run_bench
 
-    variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
-                                attention=args.attention)
     options = BenchOptions(threads=args.threads, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                           repeats=args.repeats, prefill_lengths=tuple(int(n) for n in _names(args.prefill_lengths)),
+                           repeats=args.repeats, prefill_lengths=args.prefill_lengths,
                            genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
                            provider=args.provider)
+    variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
+                                attention=args.attention)
     report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
@@ -182,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat = p.add_mutually_exclusive_group()
     chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="use the chat template")
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as raw text")
-    p.add_argument("--threads", type=_threads, default=None, help="ORT intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--prefill-chunk", type=_prefill_chunk, default=None,
+    p.add_argument("--prefill-chunk", type=int, default=None,
                    help="prefill the prompt in chunks of this many tokens (at least 1)")
     p.add_argument("--layout", default="auto", choices=["auto", "fast", "reference"],
                    help="sessions of a compiled artifact: fast (default) or reference (prefill.onnx + decode.onnx)")
@@ -203,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-len", type=int, default=256, help="tokens of dense greedy continuation (G)")
     p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
     p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES)
-    p.add_argument("--threads", type=_threads, default=None)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -211,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--method", default=DEFAULT_METHOD)
     p.add_argument("--sparsity", default="0.5,0.75")
-    p.add_argument("--threads", type=_thread_list, default=(1, 2), help="comma-separated intra-op thread counts")
+    p.add_argument("--threads", type=_ints, default=(1, 2), help="comma-separated intra-op thread counts")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--prefill-lengths", default="16,64,256")
+    p.add_argument("--prefill-lengths", type=_ints, default=(16, 64, 256), help="prompt lengths to time prefill on")
     p.add_argument("--genai", default=None, help="an onnxruntime-genai model folder of the same model, to compare")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
@@ -236,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY)
-    p.add_argument("--threads", type=_threads, default=None)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("-o", "--output", default="out", help="where the compiled artifact goes (default out/)")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 @dataclasses.dataclass(frozen=True)

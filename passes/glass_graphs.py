@@ -13,9 +13,18 @@ import onnx_ir as ir
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.values import tensor_value
-from glass_onnx.runtime.protocol import (COMPACT_DOWN, COMPACT_FULL_DOWN, COMPACT_FULL_GATE_UP, COMPACT_GATE_UP,
-                                         COMPACT_KEPT, COMPACT_PANEL_WIDTH, FFN_Z, PAST_NEURON_STATS,
-                                         PRESENT_NEURON_STATS, TOKEN_MASK)
+from glass_onnx.runtime.protocol import (
+    COMPACT_DOWN,
+    COMPACT_FULL_DOWN,
+    COMPACT_FULL_GATE_UP,
+    COMPACT_GATE_UP,
+    COMPACT_KEPT,
+    COMPACT_PANEL_WIDTH,
+    FFN_Z,
+    PAST_NEURON_STATS,
+    PRESENT_NEURON_STATS,
+    TOKEN_MASK,
+)
 
 
 def _model(graph: ir.Graph, functions) -> ir.Model:

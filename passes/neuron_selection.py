@@ -8,8 +8,8 @@ import onnx_ir as ir
 from glass_onnx.passes import glass_ops
 from glass_onnx.passes.glass_math import check_fusion
 from glass_onnx.passes.values import tensor_value
-from glass_onnx.runtime.protocol import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
 from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.protocol import KEEP, KEPT_NEURONS, LAM, PRESENT_NEURON_STATS, PRIOR_RANK
 
 
 class SelectNeuronsPass(ir.passes.InPlacePass):

@@ -20,10 +20,18 @@ from glass_onnx.runtime.protocol import layer_names
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` (None: all cores), or a one-line error for a count below one."""
+    if threads is not None and threads < 1:
+        raise GlassError(f"--threads must be at least 1 (got {threads})")
+    return threads
+
+
 def create_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession on the chosen EP, with a one-line error for a corrupted graph or a missing EP."""
     if provider not in PROVIDERS:
         raise GlassError(f"unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}")
+    check_threads(threads)
     if PROVIDERS[provider] not in ort.get_available_providers():
         raise GlassError(
             f"ONNX Runtime here has no {PROVIDERS[provider]}; install onnxruntime-gpu (instead of onnxruntime) for --provider cuda"
@@ -54,7 +62,7 @@ class SequenceState:
 
 
 def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
-                 layout: str = "auto") -> "Decoder":
+                 layout: str = "auto") -> Decoder:
     """The decoder for an artifact: the fast layout of a compiled artifact unless ``layout="reference"``."""
     if layout not in ("auto", "fast", "reference"):
         raise GlassError(f"unknown layout '{layout}'; choose auto, fast or reference")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -84,6 +84,8 @@ class Generator:
             raise GlassError("the prompt is empty; pass some text to continue")
         if max_new_tokens < 1:
             raise GlassError(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise GlassError(f"--prefill-chunk must be at least 1 (got {prefill_chunk})")
         if len(prompt_ids) + max_new_tokens > self.max_context:
             raise GlassError(
                 f"prompt ({len(prompt_ids)} tokens) + max-new-tokens ({max_new_tokens}) exceeds the model's context "

@@ -4,7 +4,7 @@ names) then does not load ONNX Runtime or the ONNX IR, so the CLI starts fast.""
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:

@@ -162,3 +162,44 @@ def test_mismatched_sessions(capsys, tiny_compiled, tmp_path):
     (art2 / "manifest.json").write_text(json.dumps(manifest))
     fails(capsys, "generate", art2, "The sea", "--layout", "reference", expect="sessions are mismatched")
     fails(capsys, "generate", art2, "The sea", expect="sessions are mismatched")
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--prefill-chunk", "-1"], "--prefill-chunk must be at least 1 (got -1)"),
+    (["--prefill-chunk", "0"], "--prefill-chunk must be at least 1 (got 0)"),
+    (["--threads", "0"], "--threads must be at least 1 (got 0)"),
+])
+def test_bad_generate_settings(capsys, tiny_dense, args, expect):
+    fails(capsys, "generate", tiny_dense, "The sea", *args, expect=expect)
+
+
+def test_bad_bench_and_eval_settings(capsys, tiny_dense, tmp_path):
+    """Refused before any compile or export starts."""
+    fails(capsys, "bench", tiny_dense, "--threads", "2,0", expect="--threads takes whole numbers of at least 1")
+    fails(capsys, "bench", tiny_dense, "--repeats", "0", expect="--repeats takes whole numbers of at least 1")
+    fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--threads", "0", expect="--threads must be at least 1")
+    fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--fusions", "borda", expect="unknown fusion 'borda'")
+    fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--methods", "griffin,magic", expect="unknown method 'magic'")
+    assert not (tmp_path / "e").exists() and no_partial(tmp_path)
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"junk that is not a model", "not a GGUF"),
+    # the magic, version 3, 0 tensors, 5 metadata pairs, then the file ends
+    (b"GGUF" + (3).to_bytes(4, "little") + (0).to_bytes(8, "little") + (5).to_bytes(8, "little"), "truncated"),
+])
+def test_damaged_gguf(capsys, tmp_path, content, expect):
+    (tmp_path / "model.gguf").write_bytes(content)
+    line = fails(capsys, "export", tmp_path / "model.gguf", "-o", tmp_path / "o", expect="could not read")
+    assert expect in line and "download or assemble it again" in line
+    assert not (tmp_path / "o").exists() and no_partial(tmp_path)
+
+
+def test_selection_refuses_an_unknown_fusion():
+    from glass_onnx.passes import glass_math
+    from glass_onnx.runtime import GlassError
+
+    stats, prior = np.ones((2, 8), np.float32), np.zeros((2, 8), np.float32)
+    assert glass_math.select(stats, prior, 0.5, 3, "plackett-luce").shape == (2, 3)
+    with pytest.raises(GlassError, match="unknown fusion 'borda'"):
+        glass_math.select(stats, prior, 0.5, 3, "borda")

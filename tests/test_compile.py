@@ -3,8 +3,8 @@ chunked prefill, and sparse decode equal to GRIFFIN-style weight slicing."""
 
 import numpy as np
 import pytest
-
 import torch_reference as reference
+
 from glass_onnx.passes import glass_math
 from glass_onnx.runtime import Decoder, Generator, load_manifest, open_decoder
 
@@ -96,7 +96,6 @@ def test_sparse_changes_logits_and_generates(tiny_compiled):
     result = generator.generate(PROMPT[0].tolist(), max_new_tokens=8)
     assert len(result.tokens) == 8
     dense = tiny_compiled(method="dense", sparsity=0.0)
-    _, s1, _ = prefill(artifact)
     d1 = Decoder(artifact)
     st = d1.new_state()
     d1.prefill(st, PROMPT)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from glass_onnx.runtime import Decoder, Generator
+from glass_onnx.runtime import Decoder, Generator, GlassError
 
 
 def torch_model(directory):
@@ -118,10 +118,11 @@ def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_
 def test_greedy_generation_equals_transformers_generate(tiny_dense, tiny_model):
     generator = Generator(tiny_dense)
     prompt = generator.encode("The lighthouse keeper climbed", chat=False)
-    result = generator.generate(prompt, max_new_tokens=24)
+    result = generator.generate(prompt, max_new_tokens=24, ignore_eos=True)
     with torch.no_grad():
-        ref = tiny_model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None)
-    assert result.tokens == ref[0, len(prompt):].tolist()[: len(result.tokens)]
+        ref = tiny_model.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                                  eos_token_id=None)
+    assert len(result.tokens) == 24 and result.tokens == ref[0, len(prompt):].tolist()
 
 
 def test_artifact_layout_and_manifest(tiny_dense):
@@ -162,5 +163,5 @@ def test_kv_buffers_extended_in_place_give_the_same_logits(tiny_dense, batch):
         a, b = decoder.decode(growing, token), decoder.decode(buffered, token)
         assert np.abs(a - b).max() < 1e-5
     if batch == 1:
-        with pytest.raises(Exception, match="room for 20 tokens"):
+        with pytest.raises(GlassError, match="room for 20 tokens"):
             decoder.decode(buffered, np.ones((1, 6), np.int64))

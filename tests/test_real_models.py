@@ -8,8 +8,8 @@ ORT equal the torch reference's (up to float near-ties), and sparse decode match
 import numpy as np
 import pytest
 import torch
-
 import torch_reference as reference
+
 from glass_onnx.passes import glass_math
 from glass_onnx.runtime import Decoder, Generator, load_manifest
 

@@ -13,15 +13,35 @@ import numpy as np
 from glass_onnx.compiler.artifact import atomic_directory, created_by, refuse_existing
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
-from glass_onnx.compiler.settings import (DEFAULT_FUSION, DEFAULT_METHOD, DEFAULT_SPARSITY, PRIOR_SAMPLES,
-                                          PRIOR_TOKENS, check_fusion, check_settings, get_method)
+from glass_onnx.compiler.settings import (
+    DEFAULT_FUSION,
+    DEFAULT_METHOD,
+    DEFAULT_SPARSITY,
+    PRIOR_SAMPLES,
+    PRIOR_TOKENS,
+    check_fusion,
+    check_settings,
+    get_method,
+)
 from glass_onnx.compiler.sources import recipe_of
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime import protocol
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
-from glass_onnx.runtime.protocol import (COMPACT_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH, FULL_GATE_UP_T,
-                                         GENAI_CONFIG, GENAI_DECODE_GRAPH, GENAI_PREFILL_GRAPH, PREFILL_GRAPH,
-                                         PRIOR_FILE, SELECT_GRAPH, TOKENIZER_FILES, WEIGHTS, panel_width)
+from glass_onnx.runtime.protocol import (
+    COMPACT_GRAPH,
+    DECODE_GRAPH,
+    FAST_DECODER_GRAPH,
+    FULL_GATE_UP_T,
+    GENAI_CONFIG,
+    GENAI_DECODE_GRAPH,
+    GENAI_PREFILL_GRAPH,
+    PREFILL_GRAPH,
+    PRIOR_FILE,
+    SELECT_GRAPH,
+    TOKENIZER_FILES,
+    WEIGHTS,
+    panel_width,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +99,13 @@ def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, la
     which the caller stores the copies the fast layout's compact.onnx gathers from."""
     import onnx_ir as ir
 
-    from glass_onnx.passes import (build_compact_model, build_select_model, decode_pipeline, fast_decoder_pipeline,
-                                   prefill_pipeline)
+    from glass_onnx.passes import (
+        build_compact_model,
+        build_select_model,
+        decode_pipeline,
+        fast_decoder_pipeline,
+        prefill_pipeline,
+    )
     from glass_onnx.passes.ffn_inputs import ffn_weights
 
     graphs = {name: ir.load(dense_graph) for name in (PREFILL_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH)}

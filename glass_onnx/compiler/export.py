@@ -20,9 +20,21 @@ from glass_onnx.compiler.artifact import atomic_directory, cache_dir, created_by
 from glass_onnx.runtime import protocol
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
-from glass_onnx.runtime.protocol import (ATTENTION_MASK, CHAT_TEMPLATE, DENSE_GRAPH, DENSE_WEIGHTS, INPUT_IDS, LOGITS,
-                                         MANIFEST, PAST_KEY, PAST_VALUE, POSITION_IDS, PRESENT_KEY, PRESENT_VALUE,
-                                         TOKENIZER_JSON)
+from glass_onnx.runtime.protocol import (
+    ATTENTION_MASK,
+    CHAT_TEMPLATE,
+    DENSE_GRAPH,
+    DENSE_WEIGHTS,
+    INPUT_IDS,
+    LOGITS,
+    MANIFEST,
+    PAST_KEY,
+    PAST_VALUE,
+    POSITION_IDS,
+    PRESENT_KEY,
+    PRESENT_VALUE,
+    TOKENIZER_JSON,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +139,8 @@ def export_onnx(model, path: Path, attention: str = "ort") -> dict:
             verbose=False,
         )
     from glass_onnx.passes import dense_pipeline
-    from glass_onnx.passes.group_query_attention import ATTENTION as ATTENTION_FACT, KV_BUFFERS
+    from glass_onnx.passes.group_query_attention import ATTENTION as ATTENTION_FACT
+    from glass_onnx.passes.group_query_attention import KV_BUFFERS
 
     model_ir = program.model
     dense_pipeline(attention, max_positions=arch["max_context"])(model_ir)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from glass_onnx.runtime.protocol import (GENAI_KEPT_NEXT, GENAI_KEPT_STATE, KEPT_NEURONS, PRESENT_NEURON_STATS,
-                                         layer_names)
+from glass_onnx.runtime.protocol import (
+    GENAI_KEPT_NEXT,
+    GENAI_KEPT_STATE,
+    KEPT_NEURONS,
+    PRESENT_NEURON_STATS,
+    layer_names,
+)
 
 
 def genai_config(manifest: dict, prefill: str, decode: str) -> dict:

@@ -19,10 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.compiler.settings import (DEFAULT_FUSION, METHODS, PRIOR_SAMPLES, check_fusion, check_lam,
-                                          check_sparsity, get_method, keep_count)
+from glass_onnx.compiler.settings import (
+    DEFAULT_FUSION,
+    METHODS,
+    PRIOR_SAMPLES,
+    check_fusion,
+    check_lam,
+    check_sparsity,
+    get_method,
+    keep_count,
+)
 from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
-from glass_onnx.runtime.decoder import Decoder
+from glass_onnx.runtime.decoder import Decoder, check_threads
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_RANK
 
@@ -41,6 +49,19 @@ class EvalOptions:
     prompts_file: str | None = None  # one prompt per line, instead of the shipped prose
     threads: int | None = None
     prior_samples: int = PRIOR_SAMPLES
+
+    def __post_init__(self):
+        for name in self.methods:
+            get_method(name)
+        for s in self.sparsities:
+            check_sparsity(s)
+        for lam in self.lams or ():
+            check_lam(lam)
+        for fusion in self.fusions:
+            check_fusion(fusion)
+        check_threads(self.threads)
+        if self.split not in ("dev", "test"):
+            raise GlassError(f"unknown split '{self.split}'; choose dev or test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,12 +208,6 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     from glass_onnx.runtime.manifest import load_manifest
     from glass_onnx.runtime.text import TextCodec
 
-    for s in options.sparsities:
-        check_sparsity(s)
-    for lam in options.lams or ():
-        check_lam(lam)
-    for fusion in options.fusions:
-        check_fusion(fusion)
     refuse_existing(output, force)
     started = time.perf_counter()
     # teacher forcing runs batches of multi-token steps: the standard attention ops take them, GroupQueryAttention not

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from importlib import resources
-from typing import Callable
 
 BUCKETS = (8, 16, 32, 64)
 PROSE = ("botchan.txt", "alice_in_wonderland.txt", "britannica1911_shakespeare.txt")

@@ -25,7 +25,6 @@ import numpy as np
 from glass_onnx.progress import progress
 from glass_onnx.runtime.errors import GlassError
 
-
 # the intra-op threads of the session that ran last keep spinning for a while; on a 2-vCPU machine they took a core
 # from the next variant's prompt (2 threads: 87 instead of 50 ms to the first token, BENCHMARKS.md)
 SETTLE_S = 0.2
@@ -99,6 +98,13 @@ class BenchOptions:
     genai_dir: Path | None = None  # an onnxruntime-genai model folder of the same model, to compare
     measure_rss: bool = True
     provider: str = "cpu"
+
+    def __post_init__(self):
+        for option, values in (("--threads", self.threads), ("--prefill-lengths", self.prefill_lengths),
+                               ("--prompt-len", [self.prompt_len]), ("--new-tokens", [self.new_tokens]),
+                               ("--repeats", [self.repeats])):
+            if not values or min(values) < 1:
+                raise GlassError(f"{option} takes whole numbers of at least 1 (got {', '.join(map(str, values))})")
 
 
 def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],

@@ -25,8 +25,12 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     side-by-side report."""
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
+    from glass_onnx.compiler.settings import check_sparsity
     from glass_onnx.runtime import Generator
+    from glass_onnx.runtime.decoder import check_threads
 
+    check_sparsity(sparsity)
+    check_threads(threads)
     dense, _ = dense_artifact(model)
     compiled = output / f"{Path(model).name}-a-glass-{sparsity:g}"
     compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True)

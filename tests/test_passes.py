@@ -1,0 +1,140 @@
+"""Graph passes on small hand-built graphs: what each rewrites (checked by running both graphs in ONNX Runtime),
+and what each must leave alone."""
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from glass_onnx.passes import GroupQueryAttentionPass, OmitUnusedOutputsPass, SkipRMSNormPass
+from glass_onnx.passes.group_query_attention import ATTENTION, MS
+from glass_onnx.passes.subgraph_eval import Subgraph
+
+F = ir.DataType.FLOAT
+
+
+def value(name, shape, dtype=F):
+    return ir.Value(name=name, type=ir.TensorType(dtype), shape=ir.Shape(shape))
+
+
+def typed(node, shape, dtype=F):
+    """The node, its first output given a type and shape (as the exporter gives every value)."""
+    node.outputs[0].type, node.outputs[0].shape = ir.TensorType(dtype), ir.Shape(shape)
+    return node
+
+
+def model(nodes, inputs, outputs, initializers=(), opsets=None):
+    graph = ir.Graph(inputs, outputs, nodes=nodes, initializers=list(initializers),
+                     opset_imports=opsets or {"": 23, MS: 1}, name="hand_built")
+    return ir.Model(graph, ir_version=10)
+
+
+def run(m: ir.Model, feeds: dict) -> list[np.ndarray]:
+    proto = ir.serde.serialize_model(m)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def ops(m: ir.Model) -> list[str]:
+    return [n.op_type for n in m.graph]
+
+
+def test_skip_rms_norm_fuses_a_residual_add_but_not_a_broadcast_one():
+    def build():
+        a, b, bias = value("a", [1, 3, 8]), value("b", [1, 3, 8]), value("bias", [8])
+        scale = ir.Value(name="scale", shape=ir.Shape([8]), type=ir.TensorType(F),
+                         const_value=ir.tensor(np.linspace(0.5, 1.5, 8, dtype=np.float32), name="scale"))
+        residual, broadcast = typed(ir.node("Add", [a, b]), [1, 3, 8]), typed(ir.node("Add", [a, bias]), [1, 3, 8])
+        norms = [typed(ir.node("RMSNormalization", [x.outputs[0], scale], attributes={"axis": -1, "epsilon": 1e-5}),
+                       [1, 3, 8]) for x in (residual, broadcast)]
+        readers = [ir.node("Identity", [n.outputs[0]]) for n in norms]  # the next layer
+        outputs = [n.outputs[0] for n in readers]
+        for i, out in enumerate(outputs):
+            out.name, out.type, out.shape = f"y{i}", ir.TensorType(F), ir.Shape([1, 3, 8])
+        return model([residual, broadcast, *norms, *readers], [a, b, bias], outputs, [scale])
+
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.normal(size=(1, 3, 8)).astype(np.float32), "b": rng.normal(size=(1, 3, 8)).astype(np.float32),
+             "bias": rng.normal(size=8).astype(np.float32)}
+    fused = build()
+    assert SkipRMSNormPass()(fused).modified
+    assert sorted(ops(fused)) == ["Add", "Identity", "Identity", "RMSNormalization", "SkipSimplifiedLayerNormalization"]
+    for want, got in zip(run(build(), feeds), run(fused, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _attention(softcap: float | None = None):
+    """Attention over a concatenated KV cache, as the exporter writes it: q [1, 4, 2, 16], 2 kv heads, past and new
+    keys/values concatenated on the sequence axis, a causal boolean mask."""
+    q, k, v = value("q", [1, 4, 2, 16]), value("k", [1, 4, 2, 16]), value("v", [1, 4, 2, 16])
+    past_k, past_v = value("past_key_values.0.key", [1, 4, "past", 16]), value("past_key_values.0.value", [1, 4, "past", 16])
+    mask = value("attention_mask", [1, "total"], ir.DataType.INT64)
+    causal = value("causal", [1, 1, 2, "total"], ir.DataType.BOOL)
+    keys = typed(ir.node("Concat", [past_k, k], attributes={"axis": 2}), [1, 4, "total", 16])
+    values = typed(ir.node("Concat", [past_v, v], attributes={"axis": 2}), [1, 4, "total", 16])
+    attributes = {"softcap": softcap} if softcap is not None else {}
+    attention = typed(ir.node("Attention", [q, keys.outputs[0], values.outputs[0], causal], attributes=attributes),
+                      [1, 4, 2, 16])
+    projection = typed(ir.node("Identity", [attention.outputs[0]]), [1, 4, 2, 16])  # the output projection
+    projection.outputs[0].name = "out"
+    keys.outputs[0].name, values.outputs[0].name = "present.0.key", "present.0.value"
+    return model([keys, values, attention, projection], [q, k, v, past_k, past_v, mask, causal],
+                 [projection.outputs[0], keys.outputs[0], values.outputs[0]])
+
+
+def test_group_query_attention_rewrites_cached_attention_and_keeps_its_meaning():
+    rng = np.random.default_rng(1)
+    past = 3
+    feeds = {"q": rng.normal(size=(1, 4, 2, 16)), "k": rng.normal(size=(1, 4, 2, 16)),
+             "v": rng.normal(size=(1, 4, 2, 16)), "past_key_values.0.key": rng.normal(size=(1, 4, past, 16)),
+             "past_key_values.0.value": rng.normal(size=(1, 4, past, 16))}
+    feeds = {name: array.astype(np.float32) for name, array in feeds.items()}
+    feeds["attention_mask"] = np.ones((1, past + 2), np.int64)
+    feeds["causal"] = (np.arange(past + 2)[None, :] <= past + np.arange(2)[:, None])[None, None]
+    fused = _attention()
+    assert GroupQueryAttentionPass()(fused).modified
+    assert "GroupQueryAttention" in ops(fused) and "Attention" not in ops(fused)
+    assert fused.metadata_props[ATTENTION] == "GroupQueryAttention"
+    for want, got in zip(run(_attention(), feeds), run(fused, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_group_query_attention_leaves_softcapped_attention_alone():
+    softcapped = _attention(softcap=30.0)
+    assert not GroupQueryAttentionPass()(softcapped).modified
+    assert ops(softcapped) == ["Concat", "Concat", "Attention", "Identity"]
+    assert ATTENTION not in softcapped.metadata_props
+
+
+def test_past_length_read_with_a_negative_shape_start_comes_from_the_masks():
+    """Shape(past, start=-2) = [past length, head_dim]: after the rewrite a fixed-capacity buffer bound as the past
+    (longer than the past) still yields the true past length, from the masks' widths."""
+    past = value("past_key_values.0.key", [1, 2, "past", 16])
+    mask, ids = value("attention_mask", [1, "total"], ir.DataType.INT64), value("input_ids", [1, "sequence"],
+                                                                                 ir.DataType.INT64)
+    shape = typed(ir.node("Shape", [past], attributes={"start": -2}), [2], ir.DataType.INT64)
+    used = typed(ir.node("Identity", [shape.outputs[0]]), [2], ir.DataType.INT64)
+    used.outputs[0].name = "past_shape"
+    reader = ir.node("GroupQueryAttention", [value("qkv", [1, 1, 64]), None, None, past, past],
+                     attributes={"num_heads": 4, "kv_num_heads": 2}, domain=MS, num_outputs=3)
+    m = model([shape, used, reader], [past, mask, ids], [used.outputs[0]])
+    assert GroupQueryAttentionPass._past_length_from_masks(m.graph, mask)
+    buffer = np.zeros((1, 2, 10, 16), np.float32)  # capacity 10, 4 tokens in it
+    (got,) = Subgraph(m, [m.graph.outputs[0]])({"past_key_values.0.key": buffer,
+                                                  "attention_mask": np.ones((1, 7), np.int64),
+                                                  "input_ids": np.ones((1, 3), np.int64)})
+    np.testing.assert_array_equal(got, [4, 16])
+
+
+def test_unused_optional_outputs_lose_their_names_read_ones_keep_them():
+    x, skip = value("x", [1, 2, 8]), value("skip", [1, 2, 8])
+    gamma = ir.Value(name="gamma", shape=ir.Shape([8]), type=ir.TensorType(F),
+                     const_value=ir.tensor(np.ones(8, np.float32), name="gamma"))
+    norm = ir.node("SkipSimplifiedLayerNormalization", [x, skip, gamma], domain=MS, num_outputs=4)
+    for out, name in zip(norm.outputs, ("normed", "mean", "inv_std", "sum")):
+        out.name = name
+    reads_mean = ir.node("Identity", [norm.outputs[1]])
+    reads_mean.outputs[0].name = "mean_copy"
+    m = model([norm, reads_mean], [x, skip], [norm.outputs[0], reads_mean.outputs[0], norm.outputs[3]], [gamma])
+    assert OmitUnusedOutputsPass()(m).modified
+    assert [out.name for out in norm.outputs] == ["normed", "mean", "", "sum"]
+    assert not OmitUnusedOutputsPass()(m).modified
