@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name, HF directory, .gguf file, hub id, or a dense export directory")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(METHODS)} (default {DEFAULT_METHOD})")
-    p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY, help="fraction of FFN neurons dropped, in [0, 1)")
+    p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY,
+                   help="fraction of FFN neurons dropped, in [0, 1)")
     p.add_argument("--lam", type=float, default=None, help="weight of the prompt's ranking (a-glass, i-glass)")
     p.add_argument("--fusion", default=DEFAULT_FUSION, help=f"{' or '.join(FUSIONS)} (default {DEFAULT_FUSION})")
     p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES, help="sequences the model samples for the prior")

@@ -64,7 +64,8 @@ def build_compact_model(hidden: int, size: int, hidden_panel: int) -> ir.Model:
     for decode (h = ``hidden_panel``)."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     width = tensor_value(COMPACT_PANEL_WIDTH, I64, [1])
-    full = [tensor_value(COMPACT_FULL_GATE_UP, F, [2 * size, hidden]), tensor_value(COMPACT_FULL_DOWN, F, [size, hidden])]
+    full = [tensor_value(COMPACT_FULL_GATE_UP, F, [2 * size, hidden]),
+            tensor_value(COMPACT_FULL_DOWN, F, [size, hidden])]
     kept = tensor_value(COMPACT_KEPT, I64, ["batch", "kept"])
     outs = [tensor_value(COMPACT_GATE_UP, F, ["batch", "gate_up_panels", hidden, "panel_width"]),
             tensor_value(COMPACT_DOWN, F, ["batch", hidden // hidden_panel, "kept", hidden_panel])]

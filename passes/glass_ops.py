@@ -58,7 +58,8 @@ def FuseNeuronRanking(local_stats, prior_rank, lam, k):
     n = op.Shape(local_stats, start=-1)
     _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
     positions = op.CastLike(op.Range(0, op.Squeeze(n), 1), local_stats)
-    rank_local = op.ScatterElements(op.Expand(op.CastLike(0.0, local_stats), op.Shape(local_stats)), order_local, op.Expand(positions, op.Shape(local_stats)), axis=1)
+    rank_local = op.ScatterElements(op.Expand(op.CastLike(0.0, local_stats), op.Shape(local_stats)), order_local,
+                                    op.Expand(positions, op.Shape(local_stats)), axis=1)
     lam_ = op.CastLike(lam, local_stats)
     fused = lam_ * rank_local + (op.CastLike(1.0, lam_) - lam_) * op.CastLike(prior_rank, local_stats)
     # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L; unsorted, it picks the same set
@@ -89,7 +90,8 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
     not_last = op.Cast(op.Less(positions, last), to=DOUBLE)  # stages 0 .. I-2 are real choices
     lam_ = op.Cast(lam, to=DOUBLE)
     one = op.CastLike(1.0, lam_)
-    wins = lam_ * op.Cast(op.Less(rank_local, last), to=DOUBLE) + (one - lam_) * op.Cast(op.Less(rank_prior, last), to=DOUBLE)
+    wins = (lam_ * op.Cast(op.Less(rank_local, last), to=DOUBLE)
+            + (one - lam_) * op.Cast(op.Less(rank_prior, last), to=DOUBLE))
     numerator = op.CastLike(PL_GAMMA_A - 1.0, lam_) + wins
     gamma_b = op.CastLike(PL_GAMMA_B, lam_)
     index_local = op.Cast(rank_local, to=INT64)

@@ -73,7 +73,8 @@ def _projection(value: ir.Value) -> Projection | None:
 
 
 def _rotary(value: ir.Value) -> ir.Node | None:
-    """The RotaryEmbedding producing ``value`` on 3-d input with [batch, seq, dim / 2] cos and sin, rotating whole heads."""
+    """The RotaryEmbedding producing ``value`` on 3-d input with [batch, seq, dim / 2] cos and sin, rotating whole
+    heads."""
     node = producer(value, "RotaryEmbedding")
     if node is None or len(node.inputs) != 3 or node.attributes.get_int("rotary_embedding_dim", 0) or \
             node.inputs[0] is None or node.inputs[0].shape is None or len(node.inputs[0].shape) != 3:
@@ -82,7 +83,8 @@ def _rotary(value: ir.Value) -> ir.Node | None:
 
 
 class _Signature:
-    """Structural keys of values, so that the exporter's per-layer copies of Cos(positions * inv_freq) share one table."""
+    """Structural keys of values, so that the exporter's per-layer copies of Cos(positions * inv_freq) share one
+    table."""
 
     def __init__(self):
         self.keys: dict[int, object] = {}
@@ -187,7 +189,8 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         if q is None or k is None or v is None or any(x is not None for x in node.inputs[7:10]):
             return None
         rq, rk = _rotary(q), _rotary(k)
-        if rq is None or rk is None or rq.attributes.get_int("interleaved", 0) != rk.attributes.get_int("interleaved", 0):
+        if rq is None or rk is None or \
+                rq.attributes.get_int("interleaved", 0) != rk.attributes.get_int("interleaved", 0):
             return None
         projections = [_projection(rq.inputs[0]), _projection(rk.inputs[0]), _projection(v)]
         if any(p is None for p in projections) or len({id(p.x) for p in projections}) != 1:

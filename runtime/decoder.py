@@ -34,7 +34,8 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     check_threads(threads)
     if PROVIDERS[provider] not in ort.get_available_providers():
         raise GlassError(
-            f"ONNX Runtime here has no {PROVIDERS[provider]}; install onnxruntime-gpu (instead of onnxruntime) for --provider cuda"
+            f"ONNX Runtime here has no {PROVIDERS[provider]}; install onnxruntime-gpu (instead of onnxruntime) "
+            "for --provider cuda"
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -45,7 +46,8 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ORT raises several types (Fail, InvalidGraph, InvalidProtobuf, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GlassError(f"could not load '{path}' ({first[:300]}); the artifact is corrupted, export or compile it again") from None
+        raise GlassError(f"could not load '{path}' ({first[:300]}); the artifact is corrupted, "
+                         "export or compile it again") from None
 
 
 @dataclasses.dataclass
@@ -90,7 +92,9 @@ class Decoder:
         self.model = m["model"]
         io = m["io"]
         n = self.model["num_layers"]
-        self.past_names = [x for pair in zip(layer_names(io["past_key"], n), layer_names(io["past_value"], n)) for x in pair]
+        self.past_names = [
+            x for pair in zip(layer_names(io["past_key"], n), layer_names(io["past_value"], n)) for x in pair
+        ]
         self.present_names = [
             x for pair in zip(layer_names(io["present_key"], n), layer_names(io["present_value"], n)) for x in pair
         ]
@@ -124,9 +128,11 @@ class Decoder:
         needed_out = set(self.present_names) | set(self.state_out) | set(self.handoff_out) | {self.io["logits"]}
         needed_in = set(self.past_names) | set(self.handoff_in) | {self.io["input_ids"]}
         if missing := sorted(needed_out - prefill_out)[:3]:
-            raise GlassError(f"the prefill graph lacks outputs {missing} that the manifest names; the artifact's sessions are mismatched, compile again")
+            raise GlassError(f"the prefill graph lacks outputs {missing} that the manifest names; "
+                             "the artifact's sessions are mismatched, compile again")
         if missing := sorted(needed_in - decode_in)[:3]:
-            raise GlassError(f"the decode graph lacks inputs {missing} that the manifest names; the artifact's sessions are mismatched, compile again")
+            raise GlassError(f"the decode graph lacks inputs {missing} that the manifest names; "
+                             "the artifact's sessions are mismatched, compile again")
 
     # -- state -------------------------------------------------------------------------------------------
     def _value(self, array: np.ndarray) -> ort.OrtValue:
@@ -140,7 +146,8 @@ class Decoder:
         stats = [self._value(np.zeros((batch, self.model["intermediate_size"]), np.float32)) for _ in self.state_in]
         if capacity and self.manifest.get("kv_buffers"):
             shape = [batch, kv_heads, capacity, head_dim]
-            past = [ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0) for _ in self.past_names]
+            past = [ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0)
+                    for _ in self.past_names]
         else:
             capacity = None
             past = [self._value(np.zeros((batch, kv_heads, 0, head_dim), dtype=np.float32)) for _ in self.past_names]

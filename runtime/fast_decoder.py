@@ -42,7 +42,8 @@ class FastDecoder(Decoder):
         self._check_fast_sessions()
         with open(self.directory / fast["weights"], "rb") as f:
             self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._full = [[(entry[p]["offset"], entry[p]["shape"]) for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
+        self._full = [[(entry[p]["offset"], entry[p]["shape"]) for p in ("gate_up", "down")]
+                      for entry in fast["ffn_weights"]]
         if any(offset + 4 * math.prod(shape) > len(self._weights) for layer in self._full for offset, shape in layer):
             raise GlassError(f"'{self.directory / fast['weights']}' is shorter than the manifest says; the artifact "
                              "is corrupted, compile it again")
@@ -72,7 +73,8 @@ class FastDecoder(Decoder):
         )
         for listing, names, what in needs:
             if missing := sorted(set(names) - {v.name for v in listing()})[:3]:
-                raise GlassError(f"the fast layout's {what} lack {missing}; the artifact's sessions are mismatched, compile again")
+                raise GlassError(f"the fast layout's {what} lack {missing}; "
+                                 "the artifact's sessions are mismatched, compile again")
 
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:

@@ -14,6 +14,8 @@ from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.sampling import Sampler, SamplingConfig
 from glass_onnx.runtime.text import TextCodec
 
+GREEDY = SamplingConfig()
+
 
 @dataclasses.dataclass
 class GenerationResult:
@@ -74,7 +76,7 @@ class Generator:
         self,
         prompt_ids: list[int],
         max_new_tokens: int = 128,
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SamplingConfig = GREEDY,
         stop_strings: tuple[str, ...] = (),
         on_text: Callable[[str], None] | None = None,
         prefill_chunk: int | None = None,

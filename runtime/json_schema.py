@@ -43,7 +43,8 @@ def first_problem(instance, schema: dict, root: dict | None = None, where: str =
         types = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
         if not any(_is(instance, t) for t in types):
             return f"{label} should be {' or '.join(types)}, not {_type_name(instance)}"
-    if "const" in schema and (instance != schema["const"] or isinstance(instance, bool) != isinstance(schema["const"], bool)):
+    if "const" in schema and (instance != schema["const"]
+                              or isinstance(instance, bool) != isinstance(schema["const"], bool)):
         return f"{label} should be {json.dumps(schema['const'])}, not {json.dumps(instance)}"
     if "enum" in schema and instance not in schema["enum"]:
         return f"{label} should be one of {', '.join(map(json.dumps, schema['enum']))}, not {json.dumps(instance)}"

@@ -26,11 +26,13 @@ def load_manifest(directory: str | Path) -> dict:
     if not directory.is_dir():
         raise GlassError(f"'{directory}' is not a directory; pass the output of 'glass-onnx export' or 'compile'")
     if not path.exists():
-        raise GlassError(f"'{directory}' has no {MANIFEST}; it is not a glass-onnx artifact (export or compile it again)")
+        raise GlassError(f"'{directory}' has no {MANIFEST}; it is not a glass-onnx artifact "
+                         "(export or compile it again)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GlassError(f"'{path}' is corrupted ({e.msg if hasattr(e, 'msg') else e}); export or compile again") from None
+        raise GlassError(f"'{path}' is corrupted ({e.msg if hasattr(e, 'msg') else e}); "
+                         "export or compile again") from None
     if manifest.get("format") != FORMAT:
         raise GlassError(f"'{path}' is not a glass-onnx manifest; export or compile the model again")
     version = manifest.get("format_version")

@@ -42,13 +42,13 @@ TERMINAL = tuple('.!?"\')]:;')
 def read_member(sdist_dir, tarname, member):
     path = os.path.join(sdist_dir, tarname)
     if not os.path.exists(path):
-        sys.exit("missing sdist: %s" % path)
+        sys.exit(f"missing sdist: {path}")
     want = SDIST_SHA256.get(tarname)
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     if want and len(want) == 64 and digest != want:
-        print("WARNING: %s sha256 %s differs from the one recorded (%s)"
-              % (tarname, digest, want), file=sys.stderr)
+        print(f"WARNING: {tarname} sha256 {digest} differs from the one recorded ({want})",
+              file=sys.stderr)
     with tarfile.open(path, "r:*") as tf:
         data = tf.extractfile(tf.getmember(member)).read()
     return data
@@ -58,7 +58,7 @@ def to_lines(data):
     text = data.decode("utf-8-sig")
     text = text.replace("\x1a", "")                 # DOS end-of-file marks
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return [l.rstrip() for l in text.split("\n")]
+    return [line.rstrip() for line in text.split("\n")]
 
 
 QUOTES = {
@@ -132,8 +132,8 @@ def find(lines, pred, start=0):
 
 def clean_botchan(data, width=72):
     lines = to_lines(data)
-    start = find(lines, lambda l: l.startswith("No translation can expect"))
-    end = find(lines, lambda l: l.strip() == "--(THE END)--", start)
+    start = find(lines, lambda line: line.startswith("No translation can expect"))
+    end = find(lines, lambda line: line.strip() == "--(THE END)--", start)
     body = lines[start:end]
 
     # drop footnote blocks "[Footnote N: ...]" (may span lines)
@@ -193,11 +193,11 @@ def clean_botchan(data, width=72):
 
 def clean_alice(data):
     lines = to_lines(data)
-    start = find(lines, lambda l: l.strip() == "CHAPTER I")
-    end = find(lines, lambda l: l.strip() == "THE END", start)
+    start = find(lines, lambda line: line.strip() == "CHAPTER I")
+    end = find(lines, lambda line: line.strip() == "THE END", start)
     out = []
     for blk in blocks(lines[start:end]):
-        indent = min(len(l) - len(l.lstrip()) for l in blk)
+        indent = min(len(line) - len(line.lstrip()) for line in blk)
         if indent >= 4:
             continue
         t = join_lines(blk)
@@ -217,15 +217,15 @@ def clean_alice(data):
 
 def clean_britannica(data):
     lines = to_lines(data)
-    stop = find(lines, lambda l: l.startswith("### START: ED4A809_0"))
+    stop = find(lines, lambda line: line.startswith("### START: ED4A809_0"))
     lines = lines[:stop]
     body = []
-    for l in lines:
-        s = l.strip()
+    for line in lines:
+        s = line.strip()
         if s.startswith("#") or re.match(r"^p\.\d+:\d", s):
             body.append("")
             continue
-        body.append(l)
+        body.append(line)
     raw = []
     for blk in blocks(body):
         first = blk[0].strip()
@@ -298,7 +298,7 @@ def main(argv):
         stats[name] = {"bytes": len(b), "paragraphs": len(pars),
                        "words": len(text.split()),
                        "sha256": hashlib.sha256(b).hexdigest()}
-        print("%-36s %8d bytes %6d paragraphs" % (name, len(b), len(pars)))
+        print(f"{name:<36} {len(b):8d} bytes {len(pars):6d} paragraphs")
     with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8") as fh:
         json.dump(stats, fh, indent=1, sort_keys=True)
         fh.write("\n")

@@ -56,7 +56,8 @@ def test_existing_output_needs_force(capsys, tiny_dense, tmp_path):
 
 def test_empty_prompt_and_too_long_generation(capsys, tiny_dense):
     fails(capsys, "generate", tiny_dense, "   ", expect="prompt is empty")
-    fails(capsys, "generate", tiny_dense, "The sea", "--max-new-tokens", 1000, expect="exceeds the model's context of 256")
+    fails(capsys, "generate", tiny_dense, "The sea", "--max-new-tokens", 1000,
+          expect="exceeds the model's context of 256")
 
 
 def test_decoder_refuses_steps_past_the_context(tiny_dense):
@@ -179,7 +180,8 @@ def test_bad_bench_and_eval_settings(capsys, tiny_dense, tmp_path):
     fails(capsys, "bench", tiny_dense, "--repeats", "0", expect="--repeats takes whole numbers of at least 1")
     fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--threads", "0", expect="--threads must be at least 1")
     fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--fusions", "borda", expect="unknown fusion 'borda'")
-    fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--methods", "griffin,magic", expect="unknown method 'magic'")
+    fails(capsys, "eval", tiny_dense, "-o", tmp_path / "e", "--methods", "griffin,magic",
+          expect="unknown method 'magic'")
     assert not (tmp_path / "e").exists() and no_partial(tmp_path)
 
 

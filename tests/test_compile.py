@@ -126,7 +126,7 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     decoder_model = onnx.load(artifact / fast["decoder"], load_external_data=False)
     # the fast decoder keeps the FFN weights as (prepacked) constants and takes the compact ones as inputs
     names = {i.name for i in decoder_model.graph.input}
-    assert names >= {f"ffn.{l}.{p}" for l in range(3) for p in ("gate_up", "down")}
+    assert names >= {f"ffn.{layer}.{p}" for layer in range(3) for p in ("gate_up", "down")}
     assert sum(sorted(i.dims) == [64, 96] for i in decoder_model.graph.initializer) == 9
     compact_model = onnx.load(artifact / fast["compact"], load_external_data=False)
     assert [n.op_type for n in compact_model.graph.node] == ["GatherKeptPanels"]
@@ -135,14 +135,16 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
         norms = [n for n in graph.node if n.op_type == "SkipSimplifiedLayerNormalization"]
         assert len(norms) == 6 and all(list(n.output)[1:3] == ["", ""] for n in norms)
     entry = fast["ffn_weights"][0]
-    assert len(fast["ffn_weights"]) == 3 and entry["gate_up"]["shape"] == [192, 64] and entry["down"]["shape"] == [96, 64]
+    assert (len(fast["ffn_weights"]) == 3 and entry["gate_up"]["shape"] == [192, 64]
+            and entry["down"]["shape"] == [96, 64])
 
 
 def test_fast_layout_is_the_default_and_matches_the_reference(tiny_compiled):
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
     assert type(open_decoder(artifact)).__name__ == "FastDecoder"
     fast, ref = Generator(artifact), Generator(artifact, layout="reference")
-    assert fast.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens == ref.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens
+    assert (fast.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens
+            == ref.generate(PROMPT[0].tolist(), max_new_tokens=10).tokens)
 
 
 @pytest.mark.parametrize("keep", [10, 33])  # panels of 2 and of 1 neuron
@@ -164,7 +166,8 @@ def test_lam_and_k_can_be_overridden_per_run(tiny_compiled, layout):
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
     decoder = open_decoder(artifact, layout=layout)
     state = decoder.new_state()
-    decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([10], np.int64), "glass.lam": np.array(1.0, np.float32)})
+    decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([10], np.int64),
+                                              "glass.lam": np.array(1.0, np.float32)})
     kept = decoder.kept_neurons(state)
     assert kept[0].shape == (1, 10)
     stats = stats_of(state)[0]

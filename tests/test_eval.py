@@ -56,5 +56,6 @@ def test_eval_smoke(tiny_dir, tiny_dense, tmp_path):
     assert dense["kl"] < 1e-9 and dense["top1"] == 1.0 and math.isclose(dense["ppl"], dense["dense_ppl"], rel_tol=1e-6)
     griffin = next(r for r in result["results"] if r["method"] == "griffin")
     assert griffin["kl"] > 0 and len(griffin["jaccard_by_layer"]) == 3
-    assert {"results.md", "kl_vs_sparsity.png", "ppl_vs_sparsity.png", "jaccard_by_layer.png"} <= {p.name for p in out.iterdir()}
+    assert ({"results.md", "kl_vs_sparsity.png", "ppl_vs_sparsity.png", "jaccard_by_layer.png"}
+            <= {p.name for p in out.iterdir()})
     assert not (out / "artifacts").exists()

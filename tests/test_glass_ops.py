@@ -20,7 +20,8 @@ def run_function(function, *arrays, out=np.float32, rank=2, outputs=1):
         [helper.make_tensor_value_info(n, DTYPES[a.dtype.type], a.shape) for n, a in zip(names, arrays)],
         [helper.make_tensor_value_info(n, DTYPES[out], [None] * rank) for n in out_names],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid(glass_ops.DOMAIN, 1)],
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid(glass_ops.DOMAIN, 1)],
                               functions=glass_ops.function_protos(function))
     onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -57,7 +58,8 @@ def test_rank_fusion_matches_numpy(lam):
     local = rng.random((2, n)).astype(np.float32)
     local[1, :10] = 0.5  # exact ties in the local statistic
     prior_rank = rng.permutation(n).astype(np.float32)
-    got = run_function(glass_ops.FuseNeuronRanking, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
+    got = run_function(glass_ops.FuseNeuronRanking, local, prior_rank, np.array(lam, np.float32),
+                       np.array([k], np.int64), out=np.int64)
     for b in range(2):
         np.testing.assert_array_equal(got[b], glass_math.fuse_rank(local[b], prior_rank, lam, k))
 
@@ -83,7 +85,8 @@ def test_plackett_luce_fusion_matches_numpy(lam):
     n, k = 48, 16
     local = rng.random((1, n)).astype(np.float32)
     prior_rank = rng.permutation(n).astype(np.float32)
-    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(lam, np.float32), np.array([k], np.int64), out=np.int64)
+    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(lam, np.float32),
+                       np.array([k], np.int64), out=np.int64)
     np.testing.assert_array_equal(got[0], glass_math.fuse_plackett_luce(local[0], prior_rank, lam, k))
 
 
@@ -91,7 +94,8 @@ def test_plackett_luce_follows_a_ranking_both_lists_agree_on():
     n = 32
     local = np.linspace(1, 0, n, dtype=np.float32)[None]  # neuron 0 most important
     prior_rank = np.arange(n, dtype=np.float32)  # same order
-    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(0.5, np.float32), np.array([8], np.int64), out=np.int64)
+    got = run_function(glass_ops.FuseNeuronRankingPL, local, prior_rank, np.array(0.5, np.float32),
+                       np.array([8], np.int64), out=np.int64)
     np.testing.assert_array_equal(got[0], np.arange(8))
 
 

@@ -43,7 +43,8 @@ def artifacts(tiny_dense, tiny_compiled):
     return {"dense": tiny_dense, "a-glass": tiny_compiled(method="a-glass", sparsity=0.5)}
 
 
-@pytest.mark.parametrize("kind,chat", [("dense", []), ("a-glass", []), ("dense", ["--no-chat"]), ("a-glass", ["--no-chat"])])
+@pytest.mark.parametrize("kind,chat", [("dense", []), ("a-glass", []), ("dense", ["--no-chat"]),
+                                       ("a-glass", ["--no-chat"])])
 def test_node_matches_python_cli(artifacts, capsys, kind, chat):
     directory = artifacts[kind]
     args = [directory, PROMPT, "--max-new-tokens", "12", *chat]
@@ -59,9 +60,11 @@ def test_node_matches_python_cli(artifacts, capsys, kind, chat):
         assert node[key] == python[key], key
     assert node["tokens"], "nothing generated"
     if kind == "a-glass":
-        assert (node["kept_neurons"], node["intermediate_size"]) == (python["kept_neurons"], python["intermediate_size"])
+        assert ((node["kept_neurons"], node["intermediate_size"])
+                == (python["kept_neurons"], python["intermediate_size"]))
     if not chat:  # the tiny model is an instruct model with a chat template: the default path renders it
-        assert node["prompt_ids"][0] == json.loads((directory / "manifest.json").read_text())["tokenizer"]["bos_token_id"]
+        assert (node["prompt_ids"][0]
+                == json.loads((directory / "manifest.json").read_text())["tokenizer"]["bos_token_id"])
 
 
 def test_node_text_mode_prints_text_and_figures(artifacts):
@@ -87,7 +90,8 @@ def test_node_errors_are_one_line(artifacts, tmp_path):
     for name, (args, message) in cases.items():
         proc = run_node(*args)
         assert proc.returncode == 2, name
-        assert proc.stderr.startswith("error: ") and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert (proc.stderr.startswith("error: ") and message in proc.stderr
+                and proc.stderr.count("\n") == 1), proc.stderr
 
 
 @pytest.mark.parametrize("path,value", [(("glass", "k"), None), (("model", "num_layers"), "30"), (("kind",), "sparse")])

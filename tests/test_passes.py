@@ -66,7 +66,8 @@ def _attention(softcap: float | None = None):
     """Attention over a concatenated KV cache, as the exporter writes it: q [1, 4, 2, 16], 2 kv heads, past and new
     keys/values concatenated on the sequence axis, a causal boolean mask."""
     q, k, v = value("q", [1, 4, 2, 16]), value("k", [1, 4, 2, 16]), value("v", [1, 4, 2, 16])
-    past_k, past_v = value("past_key_values.0.key", [1, 4, "past", 16]), value("past_key_values.0.value", [1, 4, "past", 16])
+    past_k, past_v = (value("past_key_values.0.key", [1, 4, "past", 16]),
+                      value("past_key_values.0.value", [1, 4, "past", 16]))
     mask = value("attention_mask", [1, "total"], ir.DataType.INT64)
     causal = value("causal", [1, 1, 2, "total"], ir.DataType.BOOL)
     keys = typed(ir.node("Concat", [past_k, k], attributes={"axis": 2}), [1, 4, "total", 16])

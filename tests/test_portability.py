@@ -21,7 +21,8 @@ def test_gate_flags_a_contrib_op(tmp_path):
     node = helper.make_node("FusedMatMul", ["a", "b"], ["c"], domain="com.microsoft")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, 1, [2, 2]) for n in "ab"],
                               [helper.make_tensor_value_info("c", 1, [2, 2])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)]),
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23),
+                                                      helper.make_opsetid("com.microsoft", 1)]),
               tmp_path / "m.onnx")
     assert "FusedMatMul" not in PORTABLE_CONTRIB_OPS
     assert non_portable_ops(tmp_path / "m.onnx") == ["com.microsoft.FusedMatMul"]

@@ -144,7 +144,8 @@ def export_onnx(model, path: Path, attention: str = "ort") -> dict:
 
     model_ir = program.model
     dense_pipeline(attention, max_positions=arch["max_context"])(model_ir)
-    # GroupQueryAttention with its own rotary reads no positions: then position_ids is not an input (packed_attention.py)
+    # GroupQueryAttention with its own rotary reads no positions: then position_ids is not an input
+    # (packed_attention.py)
     positions = any(v.name == POSITION_IDS for v in model_ir.graph.inputs)
     program.save(str(path), external_data=True)
     produced = Path(str(path) + ".data")

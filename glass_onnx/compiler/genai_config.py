@@ -21,7 +21,10 @@ def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
     managed_in = [io["input_ids"], io["attention_mask"], *positions, *per_layer(io["past_key"]),
                   *per_layer(io["past_value"])]
     managed_out = [io["logits"], *per_layer(io["present_key"]), *per_layer(io["present_value"])]
-    genai_template = lambda t: t.replace("{layer}", "%d")
+
+    def genai_template(template: str) -> str:
+        return template.replace("{layer}", "%d")
+
     return {
         "model": {
             "type": "decoder-pipeline",
@@ -53,7 +56,8 @@ def genai_config(manifest: dict, prefill: str, decode: str) -> dict:
                     }},
                     {"decode": {
                         "filename": decode, "run_on_prompt": False,
-                        "inputs": managed_in + per_layer(GENAI_KEPT_STATE), "outputs": managed_out + per_layer(GENAI_KEPT_NEXT),
+                        "inputs": managed_in + per_layer(GENAI_KEPT_STATE),
+                        "outputs": managed_out + per_layer(GENAI_KEPT_NEXT),
                         "output_names_forwarder": dict(zip(per_layer(GENAI_KEPT_NEXT), per_layer(GENAI_KEPT_STATE))),
                     }},
                 ],

@@ -172,7 +172,8 @@ def load_prior_file(path: str | Path, num_layers: int, size: int) -> tuple[np.nd
         values = data["values"]
         meta = {"model_id": str(data["model_id"]), "settings": json.loads(str(data["settings"]))}
     except (OSError, KeyError, ValueError) as e:
-        raise GlassError(f"'{path}' is not a glass-onnx prior file ({e}); compute one with 'glass-onnx compile'") from None
+        raise GlassError(f"'{path}' is not a glass-onnx prior file ({e}); "
+                         "compute one with 'glass-onnx compile'") from None
     if values.shape != (num_layers, size):
         raise GlassError(f"the prior '{path}' is for {values.shape[0]} layers x {values.shape[1]} neurons "
                          f"(model {meta['model_id']}), this model has {num_layers} x {size}; use a prior made for it")

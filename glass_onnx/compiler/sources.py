@@ -46,7 +46,8 @@ class ModelSource:
         return self.path if self.kind == "hub" else Path(self.path).name
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "kind": self.kind, "path": self.path, "recipe": self.recipe.name if self.recipe else None}
+        return {"spec": self.spec, "kind": self.kind, "path": self.path,
+                "recipe": self.recipe.name if self.recipe else None}
 
     def cache_key(self) -> str:
         """A key for what is cached from this model (exports, priors): where its weights are and when they changed,

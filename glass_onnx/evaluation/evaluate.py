@@ -248,9 +248,11 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
         shutil.rmtree(tmp / "artifacts")
         result = {
             "model": manifest["model"]["name"], "split": options.split, "gen_len": options.gen_len,
-            "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source} for p in prompts],
+            "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source}
+                        for p in prompts],
             "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
-            "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)} for (c, b), rows in by_bucket.items()],
+            "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)}
+                          for (c, b), rows in by_bucket.items()],
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / "results.json").write_text(json.dumps(result, indent=1))

@@ -37,7 +37,8 @@ def _split_of(text: str) -> str:
 
 
 def data_lines(name: str) -> list[str]:
-    return [l for l in resources.files("glass_onnx").joinpath("data", name).read_text("utf-8").splitlines() if l.strip()]
+    return [line for line in resources.files("glass_onnx").joinpath("data", name).read_text("utf-8").splitlines()
+            if line.strip()]
 
 
 def sentences(paragraph: str) -> list[str]:
@@ -67,8 +68,8 @@ def prose_prompts(encode: Callable[[str], list[int]], split: str) -> dict[str, l
 
 
 def chat_prompts(encode_chat: Callable[[str], list[int]], split: str) -> list[Prompt]:
-    lines = [l for l in data_lines(CHAT) if _split_of(l) == split]
-    return sorted((Prompt("chat", l, tuple(encode_chat(l)), CHAT) for l in lines), key=lambda p: _hash(p.text))
+    lines = [line for line in data_lines(CHAT) if _split_of(line) == split]
+    return sorted((Prompt("chat", line, tuple(encode_chat(line)), CHAT) for line in lines), key=lambda p: _hash(p.text))
 
 
 def load_prompts(codec, split: str, per_bucket: int, chat: bool) -> list[Prompt]:
@@ -83,5 +84,5 @@ def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
     """One prompt per non-empty line of a user's file."""
     from pathlib import Path
 
-    lines = [l.strip() for l in Path(path).read_text("utf-8").splitlines() if l.strip()]
-    return [Prompt("file", l, tuple(codec.encode(l, chat=chat)), str(path)) for l in lines]
+    lines = [line.strip() for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
+    return [Prompt("file", line, tuple(codec.encode(line, chat=chat)), str(path)) for line in lines]

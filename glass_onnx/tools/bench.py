@@ -44,8 +44,8 @@ def bench_prompt(codec, length: int) -> list[int]:
 
 def peak_rss_mb(artifact: Path, layout: str, threads: int, prompt_len: int, new_tokens: int) -> float:
     """Peak RSS of a fresh process that loads the artifact and generates once."""
-    out = subprocess.run([sys.executable, "-m", "glass_onnx.tools.bench", "--rss-probe", str(artifact), layout, str(threads),
-                          str(prompt_len), str(new_tokens)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "glass_onnx.tools.bench", "--rss-probe", str(artifact), layout,
+                          str(threads), str(prompt_len), str(new_tokens)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -55,7 +55,7 @@ def _rss_probe(artifact: str, layout: str, threads: str, prompt_len: str, new_to
     generator = Generator(artifact, threads=int(threads), layout=layout)
     generator.generate(bench_prompt(generator.codec, int(prompt_len)), max_new_tokens=int(new_tokens), ignore_eos=True)
     status = Path("/proc/self/status").read_text()
-    kb = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+    kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
     print(kb / 1024)
 
 
@@ -141,7 +141,8 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
         prompt = bench_prompt(codec, prompt_len)
         samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
         for g in generators.values():  # warm-up
-            g.generate(prompt, 8) if isinstance(g, GenaiRunner) else g.generate(prompt, max_new_tokens=8, ignore_eos=True)
+            (g.generate(prompt, 8) if isinstance(g, GenaiRunner)
+             else g.generate(prompt, max_new_tokens=8, ignore_eos=True))
         for round_ in progress(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
             # A B C, then C B A: a machine drifting during a round favours no variant
             for name, g in (list(generators.items()) if round_ % 2 == 0 else list(generators.items())[::-1]):

@@ -11,7 +11,10 @@ DEFAULT_PROMPT = "Write a short story about a lighthouse."
 
 def side_by_side(left_title: str, left: str, right_title: str, right: str, width: int = 100) -> str:
     col = (width - 3) // 2
-    wrap = lambda s: [line for para in s.splitlines() or [""] for line in (textwrap.wrap(para, col) or [""])]
+
+    def wrap(s: str) -> list[str]:
+        return [line for para in s.splitlines() or [""] for line in (textwrap.wrap(para, col) or [""])]
+
     a, b = wrap(left), wrap(right)
     a += [""] * (len(b) - len(a))
     b += [""] * (len(a) - len(b))

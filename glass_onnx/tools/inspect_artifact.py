@@ -61,7 +61,8 @@ def describe(directory: Path) -> str:
     m = load_manifest(directory)
     build = m.get("build", {})
     lines = [f"{directory}: {m['kind']} artifact of {m['model']['name']} ({m['model']['architecture']}, "
-             f"{m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, FFN {m['model']['intermediate_size']})"]
+             f"{m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, "
+             f"FFN {m['model']['intermediate_size']})"]
     glass = m.get("glass")
     if glass:
         lines.append(f"GLASS: {glass['method']}, keeps {glass['k']}/{glass['intermediate_size']} FFN neurons per layer "
