@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Greedy text generation from a glass-onnx artifact directory with onnxruntime-node: the Node.js twin of
 // `glass-onnx generate` (runtime/generator.py, decoder.py, text.py, manifest.py). Everything it needs comes from
-// DIR/manifest.json (README "Artifacts and the runtime protocol"); it prints the same ids and the same JSON keys.
+// DIR/manifest.json (README "Runtime protocol"); it prints the same ids and the same JSON keys.
 //
 //   node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat|--no-chat] [--threads N]
 
