@@ -40,7 +40,7 @@ def _names(text: str) -> tuple[str, ...]:
 def cmd_export(args) -> None:
     from glass_onnx.compiler.export import export_dense
 
-    out = export_dense(args.model, args.output, force=args.force, attention=args.attention)
+    out = export_dense(args.model, args.output, force=args.force, attention=args.attention, weights=args.weights)
     logging.getLogger("glass_onnx").info(f"wrote {out}")
 
 
@@ -117,6 +117,16 @@ def cmd_demo(args) -> None:
     print(run_demo(args.model, Path(args.output), args.prompt, args.max_new_tokens, args.sparsity, args.threads))
 
 
+def _weights_option(p, many: bool = False) -> None:
+    if many:
+        p.add_argument("--weights", type=_names, default=("fp32",),
+                       help="weight formats to bench, comma-separated: fp32 (default), int4, or both")
+        return
+    p.add_argument("--weights", choices=("fp32", "int4"), default="fp32",
+                   help="fp32 (default), or int4: 4-bit block-wise weights (MatMulNBits, block 32), quantised by "
+                        "ONNX Runtime's own quantiser as onnxruntime-genai's int4 builds are")
+
+
 def _attention_option(p) -> None:
     p.add_argument("--attention", choices=("ort", "onnx"), default="ort",
                    help="the export's attention (when exporting from a model): ort (default), one ONNX Runtime "
@@ -143,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     _attention_option(p)
+    _weights_option(p)
     p.set_defaults(func=cmd_export)
 
     p = command("compile", "compile a model into GLASS prefill and decode sessions")

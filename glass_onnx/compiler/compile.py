@@ -157,7 +157,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank)
         fast = _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))
         write_manifest(tmp, {
-            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers")},
+            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers", "weights")},
             "kind": "glass",
             "sessions": {"prefill": PREFILL_GRAPH, "decode": DECODE_GRAPH},
             "glass": {

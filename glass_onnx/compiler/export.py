@@ -11,7 +11,9 @@ makes it ~10 % faster; ``attention="onnx"`` keeps the standard ops only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +35,7 @@ from glass_onnx.runtime.protocol import (
     POSITION_IDS,
     PRESENT_KEY,
     PRESENT_VALUE,
+    TOKENIZER_FILES,
     TOKENIZER_JSON,
 )
 
@@ -40,7 +43,8 @@ log = logging.getLogger(__name__)
 
 OPSET = 23
 ATTENTION = ("ort", "onnx")
-REVISION = 9  # bumped when the exported graph or its manifest changes; part of the export cache key
+WEIGHTS = ("fp32", "int4")
+REVISION = 10  # bumped when the exported graph or its manifest changes; part of the export cache key
 
 
 def architecture(model) -> dict:
@@ -101,9 +105,9 @@ def _quiet_exporter():
         registration.setLevel(level)
 
 
-def export_onnx(model, path: Path, attention: str = "ort") -> dict:
-    """Export ``model`` to ``path`` (graph) and ``path``.data (weights), dynamic in batch, sequence and past;
-    returns the manifest facts about its inputs and outputs and its attention."""
+def export_onnx(model, attention: str = "ort"):
+    """``model`` as an ONNX IR model, dynamic in batch, sequence and past, through the dense passes; and the manifest
+    facts about its inputs and outputs and its attention."""
     import torch
 
     arch = architecture(model)
@@ -147,15 +151,27 @@ def export_onnx(model, path: Path, attention: str = "ort") -> dict:
     # GroupQueryAttention with its own rotary reads no positions: then position_ids is not an input
     # (packed_attention.py)
     positions = any(v.name == POSITION_IDS for v in model_ir.graph.inputs)
-    program.save(str(path), external_data=True)
-    produced = Path(str(path) + ".data")
-    if produced.name != DENSE_WEIGHTS and produced.exists():
-        produced.rename(path.parent / DENSE_WEIGHTS)
     log.info(f"exported in {time.perf_counter() - start:.0f} s")
     # kv_buffers: a runtime may bind fixed-capacity cache buffers, extended in place (group_query_attention.py)
-    return {"io": protocol.io_section(positions),
-            "attention": model_ir.metadata_props.get(ATTENTION_FACT, "Attention"),
-            "kv_buffers": model_ir.metadata_props.get(KV_BUFFERS) == "true"}
+    return model_ir, {"io": protocol.io_section(positions),
+                      "attention": model_ir.metadata_props.get(ATTENTION_FACT, "Attention"),
+                      "kv_buffers": model_ir.metadata_props.get(KV_BUFFERS) == "true"}
+
+
+def save_dense_graph(model_ir, directory: Path, weights: str) -> dict:
+    """Write the dense graph (``int4``: its MatMuls quantised first, passes/quantize_weights.py) into ``directory``;
+    returns the manifest's ``weights`` facts."""
+    import onnx_ir as ir
+
+    facts = {"weights": weights}
+    if weights == "int4":
+        from glass_onnx.passes.quantize_weights import Int4Settings, QuantizeWeightsPass
+
+        settings = Int4Settings()
+        QuantizeWeightsPass(settings)(model_ir)
+        facts["quantization"] = settings.describe()
+    ir.save(model_ir, directory / DENSE_GRAPH, external_data=DENSE_WEIGHTS)
+    return facts
 
 
 def save_tokenizer(tokenizer, directory: Path, instruct: bool, eos_ids: list[int]) -> dict:
@@ -189,17 +205,25 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort") -> Path:
+def check_forms(attention: str, weights: str) -> None:
+    if attention not in ATTENTION:
+        raise GlassError(f"unknown attention form '{attention}'; choose {' or '.join(ATTENTION)}")
+    if weights not in WEIGHTS:
+        raise GlassError(f"unknown weights '{weights}'; choose {' or '.join(WEIGHTS)}")
+
+
+def export_dense(spec: str, output: str | Path, force: bool = False, attention: str = "ort",
+                 weights: str = "fp32") -> Path:
     """`glass-onnx export`: load the model, export it, and write a complete dense artifact directory."""
     from glass_onnx.compiler.sources import load_model, resolve
 
-    if attention not in ATTENTION:
-        raise GlassError(f"unknown attention form '{attention}'; choose {' or '.join(ATTENTION)}")
+    check_forms(attention, weights)
     source = resolve(spec)
     log.info(f"loading {source.spec} from {source.path} ...")
     model, tokenizer = load_model(source)
+    model_ir, graph_facts = export_onnx(model, attention=attention)
     with atomic_directory(output, force=force) as tmp:
-        graph_facts = export_onnx(model, tmp / DENSE_GRAPH, attention=attention)
+        weights_facts = save_dense_graph(model_ir, tmp, weights)
         instruct = source.recipe.instruct if source.recipe else bool(getattr(tokenizer, "chat_template", None))
         write_manifest(tmp, {
             "kind": "dense",
@@ -207,29 +231,67 @@ def export_dense(spec: str, output: str | Path, force: bool = False, attention: 
             "tokenizer": save_tokenizer(tokenizer, tmp, instruct, eos_token_ids(model, tokenizer)),
             "sessions": {"prefill": DENSE_GRAPH, "decode": DENSE_GRAPH},
             **graph_facts,
+            **weights_facts,
             "build": {"source": source.describe(), "created_by": created_by()},
         })
     return Path(output)
 
 
-def dense_artifact(spec: str, attention: str = "ort"):
+def quantized_copy(fp32: Path, output: Path) -> Path:
+    """An int4 dense artifact made from an fp32 one, without exporting again (the same graph, quantised)."""
+    import onnx_ir as ir
+
+    manifest = load_manifest(fp32)
+    log.info(f"quantising {fp32} to int4 ...")
+    with atomic_directory(output, force=True) as tmp:
+        weights_facts = save_dense_graph(ir.load(fp32 / DENSE_GRAPH), tmp, "int4")
+        for name in TOKENIZER_FILES:
+            if (fp32 / name).exists():
+                shutil.copy2(fp32 / name, tmp / name)
+        write_manifest(tmp, {
+            **{key: manifest[key]
+               for key in ("kind", "model", "tokenizer", "sessions", "attention", "kv_buffers", "io")},
+            **weights_facts,
+            "build": {**manifest.get("build", {}), "quantized_from": str(fp32), "created_by": created_by()},
+        })
+    return output
+
+
+def dense_artifact(spec: str, attention: str = "ort", weights: str = "fp32"):
     """(directory, source) of a dense artifact for ``spec``: the directory itself if it is one (source None), else
-    an export of the model, cached by its weights (``attention``: the export's attention form)."""
+    an export of the model, cached by its weights (``attention``: the export's attention form; ``weights``: fp32, or
+    int4 quantised from the fp32 export)."""
     from glass_onnx.compiler.sources import resolve
 
+    check_forms(attention, weights)
     if Path(spec).is_dir() and (Path(spec) / MANIFEST).exists():
-        manifest = load_manifest(spec)
+        directory, source = Path(spec), None
+        manifest = load_manifest(directory)
         if manifest["kind"] != "dense":
             raise GlassError(f"'{spec}' is already compiled; compile from the model or its dense export")
         if attention == "onnx" and manifest["attention"] == "GroupQueryAttention":
             raise GlassError(f"'{spec}' is a GroupQueryAttention export (which takes multi-token steps on batch 1 "
                              "only); pass the model itself, or a dense export made with --attention onnx")
-        return Path(spec), None
-    source = resolve(spec)
-    form = "-onnx-attention" if attention == "onnx" else ""
-    directory = cache_dir() / "exports" / f"{source.cache_key()}-r{REVISION}{form}"
-    if not (directory / MANIFEST).exists():
-        export_dense(spec, directory, force=True, attention=attention)
+        if manifest["weights"] == weights:
+            return directory, None
+        if manifest["weights"] == "int4":
+            raise GlassError(f"'{spec}' has int4 weights and this needs the fp32 export; pass the model itself or "
+                             "its fp32 export")
+        key = hashlib.sha256(f"{directory.resolve()}:{(directory / MANIFEST).stat().st_mtime}".encode()).hexdigest()
+        int4 = cache_dir() / "exports" / f"{directory.name[:40]}-{key[:12]}-int4"
     else:
-        log.info(f"using the cached dense export {directory}")
-    return directory, source
+        source = resolve(spec)
+        form = "-onnx-attention" if attention == "onnx" else ""
+        directory = cache_dir() / "exports" / f"{source.cache_key()}-r{REVISION}{form}"
+        if not (directory / MANIFEST).exists():
+            export_dense(spec, directory, force=True, attention=attention)
+        else:
+            log.info(f"using the cached dense export {directory}")
+        if weights == "fp32":
+            return directory, source
+        int4 = directory.with_name(f"{directory.name}-int4")
+    if not (int4 / MANIFEST).exists():
+        quantized_copy(directory, int4)
+    else:
+        log.info(f"using the cached int4 export {int4}")
+    return int4, source

@@ -1,0 +1,80 @@
+"""int4 weights on the tiny model: the quantised export against torch with the same dequantised weights, genai's graph
+form (MatMulNBits everywhere, one 4-bit copy of a tied embedding), and the quantiser's round trip."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from glass_onnx.passes.quantize_weights import Int4Settings, dequantize_int4, quantize_int4
+from glass_onnx.runtime import Decoder, load_manifest
+
+
+def dequantised_torch_model(model):
+    """A copy of ``model`` whose every Linear weight (and the tied embedding) is its int4 round trip."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in twin.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight.numpy().T  # [K, N] as the ONNX MatMul reads it
+                packed, scales = quantize_int4(w, Int4Settings())
+                module.weight.copy_(torch.from_numpy(dequantize_int4(packed, scales, w.shape[0]).T))
+    return twin
+
+
+@pytest.fixture(scope="module")
+def tiny_int4(tiny_dense):
+    from glass_onnx.compiler.export import dense_artifact
+
+    return dense_artifact(str(tiny_dense), weights="int4")[0]
+
+
+def test_quantiser_round_trip_is_within_a_step():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(96, 40)).astype(np.float32)
+    packed, scales = quantize_int4(w, Int4Settings())
+    assert packed.shape == (40, 3, 16) and packed.dtype == np.uint8 and scales.shape == (40, 3)
+    back = dequantize_int4(packed, scales, 96)
+    step = np.abs(scales).repeat(32, axis=1).T  # [K, N]
+    # symmetric codes -8 .. 7 with the block's largest magnitude at -8: a value of the other sign past 7 steps clips
+    assert np.all(np.abs(back - w) <= step + 1e-6) and np.mean(np.abs(back - w) <= step / 2 + 1e-6) > 0.95
+    assert np.array_equal(quantize_int4(back, Int4Settings())[0], packed)  # quantised values stay put
+
+
+def test_int4_export_is_genai_form(tiny_int4, tiny_dense):
+    manifest = load_manifest(tiny_int4)
+    assert manifest["weights"] == "int4" and manifest["quantization"]["block_size"] == 32
+    assert load_manifest(tiny_dense)["weights"] == "fp32"
+    graph = onnx.load(tiny_int4 / "model.onnx", load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulNBits") == 5 * 3 + 1  # qkv, o, gate, up, down per layer; head
+    assert ops.count("GatherBlockQuantized") == 1  # the tied embedding reads the head's 4-bit data
+    nbits = next(n for n in graph.node if n.op_type == "MatMulNBits")
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nbits.attribute}
+    assert attributes["bits"] == 4 and attributes["block_size"] == 32 and attributes["accuracy_level"] == 4
+    sizes = {p.name: p.stat().st_size for p in tiny_int4.iterdir()}
+    assert sizes["model.onnx.data"] < 0.3 * {p.name: p.stat().st_size for p in tiny_dense.iterdir()}["model.onnx.data"]
+
+
+def test_int4_export_matches_torch_with_the_same_weights(tiny_int4, tiny_model):
+    """ORT's int4 graph against torch running the dequantised weights: equal up to MatMulNBits' int8 activations."""
+    twin = dequantised_torch_model(tiny_model)
+    decoder = Decoder(tiny_int4)
+    ids = np.random.default_rng(1).integers(3, 400, (1, 12))
+    state = decoder.new_state()
+    logits = decoder.prefill(state, ids)
+    with torch.no_grad():
+        out = twin(torch.tensor(ids), use_cache=True)
+        plain = tiny_model(torch.tensor(ids)).logits.numpy()
+    want = out.logits.numpy()
+    scale = np.abs(want).max()
+    assert np.abs(logits - want).max() < 0.02 * scale  # int8 activations (accuracy_level 4), per block of 32
+    assert np.abs(logits - want).max() < 0.25 * np.abs(plain - want).max()  # far closer than fp32 is
+    for _ in range(4):
+        token = np.array([[int(np.argmax(logits[0, -1]))]])
+        logits = decoder.decode(state, token)
+        with torch.no_grad():
+            out = twin(torch.tensor(token), cache=out.cache, use_cache=True)
+        assert np.abs(logits - out.logits.numpy()).max() < 0.02 * scale
