@@ -2,9 +2,10 @@
 
 Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``,
 ``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``,
-``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``GenaiKeptHandoffPass``), the FFN finder
-(``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``,
-``decode_pipeline``, ``fast_decoder_pipeline``), the builders of the fast layout's small graphs
+``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``GenaiKeptHandoffPass``,
+``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the
+pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``, ``fast_decoder_pipeline``,
+``int4_pipeline``), the builders of the fast layout's small graphs
 (``build_select_model``, ``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the GLASS math
 they implement (``glass_math``, numpy). Attributes load on first use, so ``glass_math`` alone needs only numpy.
 """
@@ -18,7 +19,9 @@ _EXPORTS = {
     "SelectNeuronsPass": "neuron_selection", "IndexedFFNPass": "indexed_ffn", "CompactFFNInputsPass": "ffn_inputs",
     "GenaiKeptHandoffPass": "genai_handoff", "find_gated_ffns": "ffn_pattern", "GatedFFN": "ffn_pattern",
     "dense_pipeline": "pipelines", "prefill_pipeline": "pipelines", "decode_pipeline": "pipelines",
-    "fast_decoder_pipeline": "pipelines", "build_select_model": "glass_graphs", "build_compact_model": "glass_graphs",
+    "fast_decoder_pipeline": "pipelines", "int4_pipeline": "pipelines", "build_select_model": "glass_graphs",
+    "build_compact_model": "glass_graphs", "QuantizeWeightsPass": "quantize_weights",
+    "PermuteFFNNeuronsPass": "permute_neurons",
     "glass_ops": "glass_ops", "glass_math": "glass_math",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

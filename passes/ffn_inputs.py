@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
 from glass_onnx.passes.values import constant, tensor_value
+from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.protocol import FFN_DOWN, FFN_GATE_UP, FFN_Z
 
 FFN_WEIGHTS = "glass.ffn_weights"  # model metadata: per layer, the names of its gate, up and down initializers
@@ -48,8 +49,8 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         ffns = find_gated_ffns(graph)
-        if not ffns:
-            return ir.passes.PassResult(model, modified=False)
+        if any(ffn.int4 for ffn in ffns):
+            raise GlassError("the panel fast layout takes fp32 FFN weights; an int4 graph has its own fast layout")
         order = {node: i for i, node in enumerate(graph)}
         entries = [min(ffn.nodes[:2], key=order.__getitem__) for ffn in ffns]  # gate or up, whichever runs first
         inputs = [self._inputs(graph, ffn) for ffn in ffns]
@@ -57,12 +58,12 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         for ffn, entry, (gate_up, down) in zip(ffns, entries, inputs):
             self._split_rows(graph, ffn, entry, gate_up, down, *route)
         model.metadata_props[FFN_WEIGHTS] = json.dumps(
-            [{"gate": ffn.w_gate.name, "up": ffn.w_up.name, "down": ffn.w_down.name} for ffn in ffns])
+            [{part: getattr(ffn, part).weight.name for part in ("gate", "up", "down")} for ffn in ffns])
         return ir.passes.PassResult(model, modified=True)
 
     @staticmethod
     def _inputs(graph: ir.Graph, ffn: GatedFFN) -> tuple[ir.Value, ir.Value]:
-        hidden, dtype = ffn.w_gate.shape[0], ffn.w_gate.dtype
+        hidden, dtype = ffn.gate.k, ffn.gate.weight.dtype
         gate_up = tensor_value(FFN_GATE_UP.format(layer=ffn.layer), dtype,
                                ["ffn_batch", "gate_up_panels", hidden, "panel_width"])
         down = tensor_value(FFN_DOWN.format(layer=ffn.layer), dtype,
@@ -83,7 +84,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         full = ir.node("Sub", [rows.outputs[0], compact.outputs[0]], name=f"{p}/full_rows")
         batch = ir.node("Shape", [first.x], attributes={"start": 0, "end": 1}, name=f"{p}/batch")
         gate_up_width = ir.node("Mul", [panels.outputs[0], width.outputs[0]], name=f"{p}/gate_up_width")
-        hidden = constant([first.w_gate.shape[0]], f"{p}/hidden")
+        hidden = constant([first.gate.k], f"{p}/hidden")
         # explicit shapes (no -1): the unused path has zero rows, from which Reshape cannot infer a dimension
         shapes = [ir.node("Concat", [batch.outputs[0], compact.outputs[0], last.outputs[0]], attributes={"axis": 0},
                           name=f"{p}/{what}_shape") for what, last in (("gate_up", gate_up_width), ("down", hidden))]

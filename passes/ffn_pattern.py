@@ -3,7 +3,8 @@
 A gated FFN is  down( act(x @ W_gate) * (x @ W_up) )  with constant W_gate, W_up [H, I] and W_down [I, H]:
 MatMul(gate) -> activation -> Mul(., MatMul(up)) -> MatMul(down). The activation is any chain of elementwise
 nodes from the gate MatMul's output whose other inputs are constants: Sigmoid+Mul (SiLU), Gelu, or Gelu's
-tanh/erf decomposition.
+tanh/erf decomposition. A projection is a MatMul on a constant fp32 weight, or (int4 graphs) ONNX Runtime's
+MatMulNBits on constant 4-bit weights and scales.
 """
 
 from __future__ import annotations
@@ -19,20 +20,35 @@ ELEMENTWISE = {"Sigmoid", "Mul", "Gelu", "Tanh", "Erf", "Add", "Div", "Pow", "Su
 
 
 @dataclasses.dataclass
+class Projection:
+    """x @ W with a constant W: fp32 [K, N] (``scales`` None), or MatMulNBits' 4-bit B [N, K / block, block / 2]
+    with its scales [N, K / block]."""
+
+    weight: ir.Value
+    scales: ir.Value | None
+    k: int
+    n: int
+
+
+@dataclasses.dataclass
 class GatedFFN:
     layer: int
     x: ir.Value  # FFN input [batch, seq, H]
-    w_gate: ir.Value
-    w_up: ir.Value
-    w_down: ir.Value
+    gate: Projection
+    up: Projection
+    down: Projection
     z: ir.Value  # act(gate) * up, the input of the down projection [batch, seq, I]
     output: ir.Value  # down projection output [batch, seq, H]
     activation: str  # "silu", "gelu_tanh" or "gelu"
-    nodes: list[ir.Node]  # every node from the gate/up MatMuls to the down MatMul
+    nodes: list[ir.Node]  # every node from the gate/up projections to the down projection
 
     @property
     def intermediate_size(self) -> int:
-        return self.w_down.shape[0]
+        return self.down.k
+
+    @property
+    def int4(self) -> bool:
+        return self.down.scales is not None
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -43,12 +59,18 @@ def is_constant(value: ir.Value | None) -> bool:
     return value.producer() is not None and value.producer().op_type == "Constant"
 
 
-def _weight(node: ir.Node | None) -> ir.Value | None:
-    """The constant right-hand weight of a MatMul node, or None."""
-    if node is None or node.op_type != "MatMul" or node.domain != "":
+def _projection(node: ir.Node | None) -> Projection | None:
+    """The projection ``node`` computes: a MatMul on a constant 2-D weight, or a 4-bit MatMulNBits on constants."""
+    if node is None:
         return None
-    w = node.inputs[1]
-    return w if w is not None and is_constant(w) and w.shape is not None and len(w.shape) == 2 else None
+    if node.op_type == "MatMul" and node.domain == "":
+        w = node.inputs[1]
+        if w is not None and is_constant(w) and w.shape is not None and len(w.shape) == 2:
+            return Projection(w, None, w.shape[0], w.shape[1])
+    if node.op_type == "MatMulNBits" and node.domain == "com.microsoft" and len(node.inputs) == 3 and \
+            node.attributes.get_int("bits", 4) == 4 and all(is_constant(v) for v in node.inputs[1:]):
+        return Projection(node.inputs[1], node.inputs[2], node.attributes.get_int("K"), node.attributes.get_int("N"))
+    return None
 
 
 def _activation_chain(value: ir.Value, gate_out: ir.Value) -> list[ir.Node] | None:
@@ -92,21 +114,22 @@ def _layer_of(node: ir.Node) -> int | None:
 
 def match_gated_ffn(down: ir.Node) -> GatedFFN | None:
     """The gated FFN whose down projection is ``down``, or None."""
-    w_down = _weight(down)
+    w_down = _projection(down)
     z = down.inputs[0]
     mul = z.producer() if z is not None else None
     if w_down is None or mul is None or mul.op_type != "Mul" or mul.domain != "":
         return None
     for gated, linear in (mul.inputs, mul.inputs[::-1]):
         up = linear.producer() if linear is not None else None
-        w_up = _weight(up)
-        if w_up is None:
+        w_up = _projection(up)
+        if w_up is None or (w_up.scales is None) != (w_down.scales is None):
             continue
         x = up.inputs[0]
-        # the gate MatMul: same input x, constant weight, feeding the activation chain
+        # the gate projection: same input x, constant weight of the up's form and size, feeding the activation chain
         for gate in (c.node for c in x.uses() if c.node is not up):
-            w_gate = _weight(gate)
-            if w_gate is None or w_gate.shape != w_up.shape or w_down.shape[0] != w_up.shape[1]:
+            w_gate = _projection(gate)
+            if w_gate is None or (w_gate.scales is None) != (w_up.scales is None) or \
+                    (w_gate.k, w_gate.n) != (w_up.k, w_up.n) or (w_down.k, w_down.n) != (w_up.n, w_up.k):
                 continue
             chain = _activation_chain(gated, gate.outputs[0])
             activation = _classify(chain) if chain else None
@@ -118,7 +141,8 @@ def match_gated_ffn(down: ir.Node) -> GatedFFN | None:
 
 def find_gated_ffns(graph: ir.Graph, num_layers: int | None = None) -> list[GatedFFN]:
     """All gated FFNs in graph order, numbered as layers; a clear error when a layer's FFN is not found."""
-    found = [f for f in (match_gated_ffn(n) for n in graph if n.op_type == "MatMul") if f is not None]
+    found = [f for f in (match_gated_ffn(n) for n in graph if n.op_type in ("MatMul", "MatMulNBits"))
+             if f is not None]
     for i, ffn in enumerate(found):
         ffn.layer = i
     if num_layers is not None and len(found) != num_layers:

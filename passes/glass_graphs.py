@@ -34,11 +34,11 @@ def _model(graph: ir.Graph, functions) -> ir.Model:
     return model
 
 
-def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) -> ir.Model:
+def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str, block: int = 1) -> ir.Model:
     """Inputs ffn.{l}.z, token_mask, past_neuron_stats.{l} (+ overridable prior/lam/k); outputs
     present_neuron_stats.{l} and kept_neurons.{l}, exactly as the reference prefill graph computes them
     (the selection is the same SelectNeuronsPass)."""
-    layers, size = prior_rank.shape
+    layers, size = prior_rank.shape[0], prior_rank.shape[1] * block
     F = ir.DataType.FLOAT
     mask = tensor_value(TOKEN_MASK, ir.DataType.INT64, ["batch", "sequence"])
     graph = ir.Graph([mask], [], nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_select")
@@ -53,7 +53,7 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str) 
         graph.outputs.append(present)
     graph.extend(tape.nodes)
     model = _model(graph, [glass_ops.AccumulateNeuronStats])
-    SelectNeuronsPass(prior_rank, lam, k, fusion)(model)
+    SelectNeuronsPass(prior_rank, lam, k, fusion, block)(model)
     return model
 
 

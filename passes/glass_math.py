@@ -10,6 +10,8 @@ model's own samples, and the tests use this module as the oracle of both.
     I-GLASS prior     g_j = mean_t |Z_tj * dL/dZ_tj|           L = next-token loss
     rank fusion       keep the k smallest lam * r_local(j) + (1 - lam) * r_prior(j), ties by r_local
     Plackett-Luce     keep the k largest MAP worths of a Plackett-Luce model of the two rankings, weighted lam, 1 - lam
+    blocks of b       the same on blocks of b consecutive neurons: s summed over a block, r_prior the rank of the
+                      block's mean prior rank; keep k / b blocks (int4's fast layout slices whole 4-bit blocks)
 """
 
 from __future__ import annotations
@@ -86,7 +88,17 @@ def fuse_plackett_luce(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k:
     return np.sort(np.lexsort((r_local, -worth))[:k])
 
 
-def select(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank") -> np.ndarray:
-    """[layers, I] statistics and prior ranks -> [layers, k] kept neuron ids, each row ascending."""
+def block_prior_rank(prior_rank: np.ndarray, block: int) -> np.ndarray:
+    """[..., I] neuron ranks -> [..., I / block] ranks of blocks of consecutive neurons by their mean neuron rank."""
+    means = np.asarray(prior_rank, np.float64).reshape(*prior_rank.shape[:-1], -1, block).mean(-1)
+    return ranks(-means)
+
+
+def select(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank",
+           block: int = 1) -> np.ndarray:
+    """[layers, I] statistics and prior ranks ([layers, I / block] block ranks when ``block`` > 1) -> [layers, k] kept
+    neuron ids, each row ascending."""
     fuse = dict(zip(FUSIONS, (fuse_rank, fuse_plackett_luce)))[check_fusion(fusion)]
-    return np.stack([fuse(s, p, lam, k) for s, p in zip(stats, prior_rank)])
+    stats = np.asarray(stats).reshape(len(stats), -1, block).sum(-1) if block > 1 else stats
+    kept = np.stack([fuse(s, p, lam, k // block) for s, p in zip(stats, prior_rank)])
+    return (kept[..., None] * block + np.arange(block)).reshape(len(kept), -1) if block > 1 else kept

@@ -16,7 +16,8 @@ from glass_onnx.passes.glass_math import FUSIONS, PL_GAMMA_A, PL_GAMMA_B, PL_ITE
 DOMAIN = "ai.glass"
 VERSION = 1
 glass = values.Opset(DOMAIN, VERSION)
-DOUBLE, INT64 = ir.DataType.DOUBLE, ir.DataType.INT64  # the element types the functions cast to
+ms = values.Opset("com.microsoft", 1)  # ONNX Runtime's contrib ops, for 4-bit weights
+DOUBLE, INT64, UINT8 = ir.DataType.DOUBLE, ir.DataType.INT64, ir.DataType.UINT8  # the types the functions cast to
 
 
 @script(glass, default_opset=op)
@@ -142,7 +143,57 @@ def IndexedGeGLUErf(x, kept, w_gate, w_up, w_down):
     return op.MatMul(gate * ProjectKept(x, kept, w_up), op.Gather(w_down, kept, axis=0))
 
 
+@script(glass, default_opset=op)
+def ProjectKeptInt4(x, kept, b, scales):
+    """x @ W[:, kept] for a 4-bit W [K, N] as MatMulNBits holds it (B [N, K / 32, 16], scales [N, K / 32]): the kept
+    neurons' rows of B, dequantised exactly by GatherBlockQuantized. x [batch, seq, K], kept [batch, k] -> [batch,
+    seq, k]."""
+    rows = op.Reshape(b, op.Concat(op.Shape(b, start=0, end=1), op.Constant(value_ints=[-1]), axis=0))  # [N, K / 2]
+    kept_rows = ms.GatherBlockQuantized(rows, kept, scales, bits=4, block_size=32, gather_axis=0, quantize_axis=1)
+    return op.MatMul(x, op.Transpose(kept_rows, perm=[0, 2, 1]))
+
+
+@script(glass, default_opset=op)
+def KeptInt4Inputs(b, scales, kept):
+    """W[kept, :] [batch, k, N] of a 4-bit W [K, N] as MatMulNBits holds it (B [N, K / 32, 16], scales [N, K / 32]),
+    for kept input features (the down projection's neurons), exactly: input feature j's code is the low (j even) or
+    high nibble of byte j // 2 of each row of B, its scale that of block j // 32."""
+    rows = op.Reshape(b, op.Concat(op.Shape(b, start=0, end=1), op.Constant(value_ints=[-1]), axis=0))  # [N, K / 2]
+    two = op.Constant(value_int=2)
+    packed = op.Gather(rows, op.Div(kept, two), axis=1)  # [N, batch, k]
+    shift = op.Cast(op.Mod(kept, two) * op.Constant(value_int=4), to=UINT8)
+    low_nibble = op.Constant(value=ir.tensor(15, ir.DataType.UINT8))
+    codes = op.BitwiseAnd(op.BitShift(packed, shift, direction="RIGHT"), low_nibble)
+    block_scales = op.Gather(scales, op.Div(kept, op.Constant(value_int=32)), axis=1)  # [N, batch, k]
+    weights = (op.Cast(codes, to=ir.DataType.FLOAT) - op.Constant(value_float=8.0)) * block_scales
+    return op.Transpose(weights, perm=[1, 2, 0])
+
+
+@script(glass, default_opset=op)
+def IndexedSwiGLUInt4(x, kept, gate_b, gate_scales, up_b, up_scales, down_b, down_scales):
+    """IndexedSwiGLU over 4-bit weights, each given as MatMulNBits' B and scales: only the kept neurons' codes are
+    read, dequantised exactly; the products run in float."""
+    gate = ProjectKeptInt4(x, kept, gate_b, gate_scales)
+    up = ProjectKeptInt4(x, kept, up_b, up_scales)
+    return op.MatMul(gate * op.Sigmoid(gate) * up, KeptInt4Inputs(down_b, down_scales, kept))
+
+
+@script(glass, default_opset=op)
+def IndexedGeGLUInt4(x, kept, gate_b, gate_scales, up_b, up_scales, down_b, down_scales):
+    """IndexedGeGLU (tanh GELU) over 4-bit weights; inputs as IndexedSwiGLUInt4."""
+    gate = op.Gelu(ProjectKeptInt4(x, kept, gate_b, gate_scales), approximate="tanh")
+    return op.MatMul(gate * ProjectKeptInt4(x, kept, up_b, up_scales), KeptInt4Inputs(down_b, down_scales, kept))
+
+
+@script(glass, default_opset=op)
+def IndexedGeGLUErfInt4(x, kept, gate_b, gate_scales, up_b, up_scales, down_b, down_scales):
+    """IndexedGeGLU (erf GELU) over 4-bit weights; inputs as IndexedSwiGLUInt4."""
+    gate = op.Gelu(ProjectKeptInt4(x, kept, gate_b, gate_scales))
+    return op.MatMul(gate * ProjectKeptInt4(x, kept, up_b, up_scales), KeptInt4Inputs(down_b, down_scales, kept))
+
+
 INDEXED_FFN = {"silu": IndexedSwiGLU, "gelu_tanh": IndexedGeGLU, "gelu": IndexedGeGLUErf}
+INDEXED_FFN_INT4 = {"silu": IndexedSwiGLUInt4, "gelu_tanh": IndexedGeGLUInt4, "gelu": IndexedGeGLUErfInt4}
 FUSION_OPS = dict(zip(FUSIONS, (FuseNeuronRanking, FuseNeuronRankingPL)))  # glass_math's fusion names
 
 
@@ -157,6 +208,8 @@ def function_protos(function) -> list:
 def add_function(model: ir.Model, function) -> str:
     """Attach an ai.glass function, and the ai.glass functions it calls, to the model (once); return its op type."""
     model.opset_imports.setdefault(DOMAIN, VERSION)
+    if function.name.endswith("Int4"):
+        model.opset_imports.setdefault(ms.domain, ms.version)
     for proto in function_protos(function):
         model.functions.setdefault((DOMAIN, proto.name, ""), ir.serde.deserialize_function(proto))
     return function.name

@@ -16,6 +16,8 @@ from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
 from glass_onnx.passes.optional_outputs import OmitUnusedOutputsPass
 from glass_onnx.passes.packed_attention import PackedAttentionPass
 from glass_onnx.passes.padding_bias import PaddingBiasPass
+from glass_onnx.passes.permute_neurons import PermuteFFNNeuronsPass
+from glass_onnx.passes.quantize_weights import QuantizeWeightsPass
 from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
 
 
@@ -32,12 +34,13 @@ def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.
     return ir.passes.PassManager(passes)
 
 
-def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str,
+def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str, block: int = 1,
                      default_stats: bool = False) -> ir.passes.PassManager:
-    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer."""
+    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer (chosen by
+    ``block``-neuron blocks when ``block`` > 1)."""
     return ir.passes.PassManager([
         AccumulateNeuronStatsPass(default_zeros=default_stats),
-        SelectNeuronsPass(prior_rank, lam, k, fusion),
+        SelectNeuronsPass(prior_rank, lam, k, fusion, block),
         NameFixPass(),
         OmitUnusedOutputsPass(),
     ])
@@ -60,3 +63,10 @@ def fast_decoder_pipeline() -> ir.passes.PassManager:
     """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
     return ir.passes.PassManager([CompactFFNInputsPass(), RemoveUnusedNodesPass(), NameFixPass(),
                                   OmitUnusedOutputsPass()])
+
+
+def int4_pipeline(order: np.ndarray | None) -> ir.passes.PassManager:
+    """fp32 dense decoder -> its int4 form: FFN neurons first put in ``order`` (None: as they are), then 4-bit
+    weights."""
+    return ir.passes.PassManager([*([PermuteFFNNeuronsPass(order)] if order is not None else []),
+                                  QuantizeWeightsPass()])

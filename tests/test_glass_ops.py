@@ -8,7 +8,8 @@ from onnx import helper
 
 from glass_onnx.passes import glass_math, glass_ops
 
-DTYPES = {np.float32: onnx.TensorProto.FLOAT, np.int64: onnx.TensorProto.INT64, np.float64: onnx.TensorProto.DOUBLE}
+DTYPES = {np.float32: onnx.TensorProto.FLOAT, np.int64: onnx.TensorProto.INT64, np.float64: onnx.TensorProto.DOUBLE,
+          np.uint8: onnx.TensorProto.UINT8}
 
 
 def run_function(function, *arrays, out=np.float32, rank=2, outputs=1):
@@ -136,3 +137,32 @@ def test_gather_kept_panels_matches_numpy():
             np.testing.assert_array_equal(gate_up[b, k // width + j], wu[:, kept[b, j * width:(j + 1) * width]])
         for j in range(h // hidden_width):
             np.testing.assert_array_equal(down[b, j], wd[kept[b], j * hidden_width:(j + 1) * hidden_width])
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu"])
+def test_indexed_int4_ffn_equals_the_dequantised_ffn_on_kept_neurons(activation):
+    """The int4 indexed FFN reads only the kept neurons' 4-bit codes, exactly (checked against their dequantisation)."""
+    import math
+
+    from glass_onnx.passes.quantize_weights import Int4Settings, dequantize_int4, quantize_int4
+
+    rng = np.random.default_rng(6)
+    h, i, k = 64, 96, 37  # any kept set: neuron by neuron, across 4-bit blocks
+    x = rng.normal(size=(2, 3, h)).astype(np.float32)
+    wg, wu = rng.normal(size=(2, h, i)).astype(np.float32)
+    wd = rng.normal(size=(i, h)).astype(np.float32)
+    quantised = [quantize_int4(w, Int4Settings()) for w in (wg, wu, wd)]
+    wg, wu, wd = (dequantize_int4(b, s, w.shape[0]) for (b, s), w in zip(quantised, (wg, wu, wd)))
+    kept = np.stack([np.sort(rng.choice(i, k, replace=False)) for _ in range(2)]).astype(np.int64)
+    arrays = [a for pair in quantised for a in pair]
+    got = run_function(glass_ops.INDEXED_FFN_INT4[activation], x, kept, *arrays, rank=3)
+    act = {
+        "silu": lambda g: g / (1 + np.exp(-g)),
+        "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))),
+        "gelu": lambda g: 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2))),
+    }[activation]
+    for b in range(2):
+        z = act(x[b] @ wg) * (x[b] @ wu)
+        mask = np.zeros(i, np.float32)
+        mask[kept[b]] = 1
+        np.testing.assert_allclose(got[b], (z * mask) @ wd, rtol=1e-4, atol=1e-3)

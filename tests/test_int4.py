@@ -78,3 +78,67 @@ def test_int4_export_matches_torch_with_the_same_weights(tiny_int4, tiny_model):
         with torch.no_grad():
             out = twin(torch.tensor(token), cache=out.cache, use_cache=True)
         assert np.abs(logits - out.logits.numpy()).max() < 0.02 * scale
+
+
+PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])
+
+
+def permuted_dequantised_twin(model, order):
+    """The torch model with each layer's FFN neurons put in ``order`` and every Linear weight int4 round-tripped: what
+    an int4 GLASS artifact computes (up to MatMulNBits' int8 activations)."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, o in zip(twin.model.layers, order):
+            mlp, o = layer.mlp, torch.as_tensor(o)
+            mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[o])
+            mlp.up_proj.weight.copy_(mlp.up_proj.weight[o])
+            mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, o])
+    return dequantised_torch_model(twin)
+
+
+def test_int4_dense_method_reproduces_the_int4_dense_export(tiny_int4, tiny_compiled):
+    artifact = tiny_compiled(method="dense", sparsity=0.0, weights="int4")
+    assert load_manifest(artifact)["weights"] == "int4" and load_manifest(artifact)["glass"]["block"] == 32
+    order = np.load(artifact / "prior.npz")["order"]
+    assert np.array_equal(order, np.tile(np.arange(96), (3, 1)))  # dense keeps every neuron: no reordering
+    dense, glass = Decoder(tiny_int4), Decoder(artifact)
+    a_state, b_state = dense.new_state(), glass.new_state()
+    a, b = dense.prefill(a_state, PROMPT), glass.prefill(b_state, PROMPT)
+    assert np.array_equal(a, b)  # the same 4-bit graph, plus the statistics
+    for _ in range(6):
+        token = np.array([[int(np.argmax(a[0, -1]))]])
+        a, b = dense.decode(a_state, token), glass.decode(b_state, token)
+        # the reference decode reads the kept (here: all) codes and multiplies in float; MatMulNBits in int8
+        assert np.abs(a - b).max() < 0.02 * np.abs(a).max()
+
+
+@pytest.mark.parametrize("method", ["a-glass", "griffin"])
+def test_int4_blocks_selected_as_the_math_says_and_decode_as_the_sliced_model(tiny_compiled, tiny_model, method):
+    from torch_reference import local_stats, sparse_continuation_logits
+
+    from glass_onnx.passes import glass_math
+
+    artifact = tiny_compiled(method=method, sparsity=0.5, weights="int4")
+    glass = load_manifest(artifact)["glass"]
+    prior = np.load(artifact / "prior.npz")
+    decoder = Decoder(artifact)
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT)
+    kept = np.stack(decoder.kept_neurons(state), axis=1)[0]  # [layers, k], in the artifact's neuron order
+    assert kept.shape == (3, glass["k"]) and np.all(kept.reshape(3, -1, 32) % 32 == np.arange(32))  # whole blocks
+    ort_stats = np.stack([v.numpy() for v in state.neuron_stats], axis=1)[0]
+    assert np.array_equal(kept, glass_math.select(ort_stats, prior["rank"], glass["lam"], glass["k"], block=32))
+    twin = permuted_dequantised_twin(tiny_model, prior["order"])
+    ref_stats = local_stats(twin, PROMPT)[0]
+    assert np.abs(ort_stats - ref_stats).max() < 0.05 * ref_stats.max()  # MatMulNBits' int8 activations in ORT
+    ref_kept = glass_math.select(ref_stats, prior["rank"], glass["lam"], glass["k"], block=32)
+    sums = ref_stats.reshape(3, -1, 32).sum(-1)
+    for layer in range(3):
+        differ = np.setxor1d(kept[layer] // 32, ref_kept[layer] // 32)
+        assert len(differ) == 0 or np.ptp(sums[layer][differ]) < 0.05 * sums[layer].max(), (layer, differ)
+    continuation = np.array([[8, 9, 10, 300, 301, 5]])
+    logits = decoder.decode(state, continuation)[0]
+    ref = sparse_continuation_logits(twin, PROMPT[0], continuation[0], kept)
+    assert np.abs(logits - ref).max() < 0.03 * np.abs(ref).max()

@@ -17,6 +17,8 @@ from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
     DEFAULT_METHOD,
     DEFAULT_SPARSITY,
+    INT4_BLOCK,
+    METHODS,
     PRIOR_SAMPLES,
     PRIOR_TOKENS,
     check_fusion,
@@ -24,8 +26,10 @@ from glass_onnx.compiler.settings import (
     get_method,
 )
 from glass_onnx.compiler.sources import recipe_of
-from glass_onnx.passes.glass_math import ranks
+from glass_onnx.passes.glass_math import block_prior_rank, ranks
+from glass_onnx.passes.quantize_weights import Int4Settings
 from glass_onnx.runtime import protocol
+from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 from glass_onnx.runtime.protocol import (
     COMPACT_GRAPH,
@@ -59,6 +63,19 @@ class CompileOptions:
     prior_file: str | None = None
     genai: bool = False  # also write decode_genai.onnx + genai_config.json for onnxruntime-genai
     attention: str = "ort"  # the export's attention form when compiling from a model (export.py)
+    weights: str = "fp32"  # or "int4" (export.py, passes/quantize_weights.py)
+    block: int | None = None  # neurons per selection candidate; None: 32 for int4 (its fast layout), else 1
+
+    def __post_init__(self):
+        from glass_onnx.compiler.export import check_forms
+
+        check_forms(self.attention, self.weights)
+        if self.block is None:
+            self.block = INT4_BLOCK if self.weights == "int4" else 1
+        if self.block < 1 or (self.weights == "fp32" and self.block != 1) or \
+                (self.weights == "int4" and self.block > 1 and self.block % INT4_BLOCK):
+            raise GlassError(f"--block {self.block} does not fit {self.weights} weights: use 1 (neuron by neuron) or, "
+                             f"for int4, a multiple of {INT4_BLOCK}")
 
 
 def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
@@ -93,10 +110,22 @@ def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> di
     }
 
 
-def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, lam: float, k: int, fusion: str,
-                 genai: bool) -> tuple[dict, list[dict]]:
-    """Every graph of a compiled artifact, by file name, from the dense graph; and the FFN weights per layer, of
-    which the caller stores the copies the fast layout's compact.onnx gathers from."""
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """How an artifact's prefill chooses neurons (passes/neuron_selection.py)."""
+
+    prior_rank: np.ndarray  # [layers, I] neuron ranks, or [layers, I / block] block ranks, in the artifact's order
+    lam: float
+    k: int
+    fusion: str
+    block: int = 1  # neurons per candidate
+
+
+def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weights: str, order: np.ndarray | None,
+                 genai: bool) -> tuple[dict, list[dict] | None]:
+    """Every graph of a compiled artifact, by file name, from the fp32 dense graph (int4: its neurons put in ``order``
+    and its weights quantised); and, for the fp32 fast layout, the FFN weights per layer, of which the caller stores
+    the copies its compact.onnx gathers from."""
     import onnx_ir as ir
 
     from glass_onnx.passes import (
@@ -104,22 +133,46 @@ def build_graphs(dense_graph: Path, model_info: dict, prior_rank: np.ndarray, la
         build_select_model,
         decode_pipeline,
         fast_decoder_pipeline,
+        int4_pipeline,
         prefill_pipeline,
     )
     from glass_onnx.passes.ffn_inputs import ffn_weights
 
-    graphs = {name: ir.load(dense_graph) for name in (PREFILL_GRAPH, DECODE_GRAPH, FAST_DECODER_GRAPH)}
-    prefill_pipeline(prior_rank, lam, k, fusion)(graphs[PREFILL_GRAPH])
+    def dense() -> ir.Model:
+        model = ir.load(dense_graph)
+        if weights == "int4":
+            int4_pipeline(order)(model)
+        return model
+
+    s = selection
+    graphs = {PREFILL_GRAPH: dense(), DECODE_GRAPH: dense()}
+    prefill_pipeline(s.prior_rank, s.lam, s.k, s.fusion, s.block)(graphs[PREFILL_GRAPH])
     decode_pipeline()(graphs[DECODE_GRAPH])
-    fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
-    graphs[SELECT_GRAPH] = build_select_model(prior_rank, lam, k, fusion)
-    graphs[COMPACT_GRAPH] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
-                                                panel_width(model_info["hidden_size"]))
+    fast_weights = None
+    if weights == "fp32":
+        graphs[FAST_DECODER_GRAPH] = dense()
+        fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
+        graphs[SELECT_GRAPH] = build_select_model(s.prior_rank, s.lam, s.k, s.fusion, s.block)
+        graphs[COMPACT_GRAPH] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
+                                                    panel_width(model_info["hidden_size"]))
+        fast_weights = ffn_weights(graphs[FAST_DECODER_GRAPH])
     if genai:
-        graphs[GENAI_PREFILL_GRAPH], graphs[GENAI_DECODE_GRAPH] = ir.load(dense_graph), ir.load(dense_graph)
-        prefill_pipeline(prior_rank, lam, k, fusion, default_stats=True)(graphs[GENAI_PREFILL_GRAPH])
+        graphs[GENAI_PREFILL_GRAPH], graphs[GENAI_DECODE_GRAPH] = dense(), dense()
+        prefill_pipeline(s.prior_rank, s.lam, s.k, s.fusion, s.block, default_stats=True)(graphs[GENAI_PREFILL_GRAPH])
         decode_pipeline(genai=True)(graphs[GENAI_DECODE_GRAPH])
-    return graphs, ffn_weights(graphs[FAST_DECODER_GRAPH])
+    return graphs, fast_weights
+
+
+def neuron_order(method, prior_values: np.ndarray, manifest: dict, source,
+                 options: CompileOptions) -> np.ndarray | None:
+    """The FFN neurons' order in an int4 artifact that selects blocks: by the global prior, most important first, so a
+    4-bit block holds neurons of alike importance (the method's own prior; for a method without one, the activation
+    prior: then only the grouping uses it). None keeps the model's order."""
+    if options.weights != "int4" or options.block == 1 or method.name == "dense":
+        return None
+    if not method.prior:
+        prior_values, _ = global_prior(manifest, source, METHODS["a-glass"], options)
+    return np.argsort(ranks(prior_values), axis=-1, kind="stable")
 
 
 def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False) -> Path:
@@ -134,16 +187,24 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     dense, source = dense_artifact(spec, attention=options.attention)
     manifest = load_manifest(dense)
     model_info = manifest["model"]
-    k, lam = check_settings(method, options.sparsity, options.lam, model_info["intermediate_size"], recipe_of(manifest))
+    size = model_info["intermediate_size"]
+    k, lam = check_settings(method, options.sparsity, options.lam, size, recipe_of(manifest), options.block)
     prior_values, provenance = global_prior(manifest, source, method, options)
+    order = neuron_order(method, prior_values, manifest, source, options)
     prior_rank = ranks(prior_values) if method.prior else np.zeros(prior_values.shape, np.float32)
+    if order is not None:
+        prior_rank = np.take_along_axis(prior_rank, order, axis=1)
+    if options.block > 1:
+        prior_rank = block_prior_rank(prior_rank, options.block)
+    selection = Selection(prior_rank, lam, k, options.fusion, options.block)
 
-    log.info(f"compiling {method.name}: keep {k}/{model_info['intermediate_size']} neurons per layer, lam={lam}, "
-             f"fusion={options.fusion}")
-    graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, prior_rank, lam, k,
-                                       options.fusion, options.genai)
+    log.info(f"compiling {method.name} ({options.weights}): keep {k}/{size} neurons per layer"
+             f"{f' in blocks of {options.block}' if options.block > 1 else ''}, lam={lam}, fusion={options.fusion}")
+    graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, selection, options.weights,
+                                       order, options.genai)
     with atomic_directory(output, force=force) as tmp:
-        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights))
+        extra = _fast_ffn_weights(ffn_weights) if ffn_weights is not None else {}
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=extra)
         if options.genai:
             from glass_onnx.compiler.genai_config import genai_config
 
@@ -154,27 +215,34 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         for name in TOKENIZER_FILES:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
-        np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank)
-        fast = _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))
+        identity = np.tile(np.arange(size), (model_info["num_layers"], 1))
+        np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank, order=identity if order is None else order)
+        fast = {"fast": _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))} \
+            if ffn_weights is not None else {}
         write_manifest(tmp, {
-            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers", "weights")},
+            **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers")},
+            "weights": options.weights,
+            **({"quantization": Int4Settings().describe()} if options.weights == "int4" else {}),
             "kind": "glass",
             "sessions": {"prefill": PREFILL_GRAPH, "decode": DECODE_GRAPH},
             "glass": {
                 "method": method.name,
-                "sparsity": 1.0 - k / model_info["intermediate_size"],
+                "sparsity": 1.0 - k / size,
                 "k": k,
-                "intermediate_size": model_info["intermediate_size"],
+                "block": options.block,
+                "intermediate_size": size,
                 "lam": lam,
                 "fusion": options.fusion,
-                **protocol.glass_io_sections(model_info["intermediate_size"], k),
+                **protocol.glass_io_sections(size, k),
             },
-            "fast": fast,
+            **fast,
             "build": {
                 "source": manifest.get("build", {}).get("source"),
                 "dense_export": str(dense),
                 "requested_sparsity": options.sparsity,
                 "prior": provenance,
+                "neuron_order": "by the activation prior" if order is not None and not method.prior else
+                                "by the method's prior" if order is not None else "the model's",
                 "created_by": created_by(),
             },
         })

@@ -16,6 +16,7 @@ DEFAULT_METHOD = "a-glass"
 DEFAULT_SPARSITY = 0.5
 DEFAULT_FUSION = FUSIONS[0]  # rank fusion beat Plackett-Luce at every lam tried (EVAL.md)
 DEFAULT_LAM = 0.5  # for a model whose lam was not chosen on its own dev split (its recipe's default_lam)
+INT4_BLOCK = 32  # int4 artifacts select blocks of this many neurons: one 4-bit block of the down projection
 PRIOR_SAMPLES = 64  # sequences the model samples for its prior
 PRIOR_TOKENS = 256  # tokens per sequence
 
@@ -57,9 +58,9 @@ def check_lam(lam: float | None) -> float | None:
     return lam
 
 
-def keep_count(sparsity: float, intermediate_size: int) -> int:
-    """k: the neurons each layer keeps at this sparsity (at least one)."""
-    k = round((1.0 - check_sparsity(sparsity)) * intermediate_size)
+def keep_count(sparsity: float, intermediate_size: int, block: int = 1) -> int:
+    """k: the neurons each layer keeps at this sparsity (at least one), a whole number of ``block``-neuron blocks."""
+    k = round((1.0 - check_sparsity(sparsity)) * intermediate_size / block) * block
     if k < 1:
         raise GlassError(f"--sparsity {sparsity} keeps no neuron of {intermediate_size}; lower it")
     return k
@@ -71,10 +72,12 @@ def default_lam(recipe) -> float:
 
 
 def check_settings(method: Method, sparsity: float, lam: float | None, intermediate_size: int,
-                   recipe=None) -> tuple[int, float]:
+                   recipe=None, block: int = 1) -> tuple[int, float]:
     """(k, lam) for these settings, or a one-line error for values out of range."""
     check_sparsity(sparsity)
     if check_lam(lam) is not None and method.lam is not None:
         raise GlassError(f"method '{method.name}' fixes lam = {method.lam}; --lam applies to a-glass and i-glass")
-    k = keep_count(0.0 if method.name == "dense" else sparsity, intermediate_size)
+    if intermediate_size % block:
+        raise GlassError(f"the FFN's {intermediate_size} neurons do not split into blocks of {block}")
+    k = keep_count(0.0 if method.name == "dense" else sparsity, intermediate_size, block)
     return k, method.lam if method.lam is not None else (lam if lam is not None else default_lam(recipe))
