@@ -6,7 +6,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass, RemoveUnusedFunctionsPass, RemoveUnusedNodesPass
 
+from glass_onnx.passes.compact_int4 import CompactInt4FFNPass
 from glass_onnx.passes.dynamic_dims import NameDynamicDimsPass
+from glass_onnx.passes.ffn_activations import FFNActivationsPass
 from glass_onnx.passes.ffn_inputs import CompactFFNInputsPass
 from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
 from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
@@ -70,3 +72,14 @@ def int4_pipeline(order: np.ndarray | None) -> ir.passes.PassManager:
     weights."""
     return ir.passes.PassManager([*([PermuteFFNNeuronsPass(order)] if order is not None else []),
                                   QuantizeWeightsPass()])
+
+
+def int4_fast_decoder_pipeline() -> ir.passes.PassManager:
+    """int4 dense decoder -> the int4 fast layout's prompt session: the dense graph, FFN activations as outputs."""
+    return ir.passes.PassManager([FFNActivationsPass(), NameFixPass(), OmitUnusedOutputsPass()])
+
+
+def compact_decoder_pipeline(k: int) -> ir.passes.PassManager:
+    """int4 dense decoder -> the int4 fast layout's per-prompt decoder: FFNs on compact weights of k neurons."""
+    return ir.passes.PassManager([CompactInt4FFNPass(k), RemoveUnusedNodesPass(), NameFixPass(),
+                                  OmitUnusedOutputsPass()])

@@ -27,8 +27,10 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def create_session(path: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the chosen EP, with a one-line error for a corrupted graph or a missing EP."""
+def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
+                   initializers: dict[str, ort.OrtValue] | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the chosen EP, with a one-line error for a corrupted graph or a missing EP.
+    ``initializers`` supplies external initializers from memory (the int4 fast layout's per-prompt weights)."""
     if provider not in PROVIDERS:
         raise GlassError(f"unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}")
     check_threads(threads)
@@ -41,6 +43,8 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if initializers:
+        options.add_external_initializers(list(initializers), list(initializers.values()))
     providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
@@ -51,6 +55,16 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
 
 
 @dataclasses.dataclass
+class DecodePlan:
+    """What a sequence's decode steps run, built once per prompt: a session and its extra inputs (the kept neurons,
+    or their compact FFN weights), and whatever those reference that must stay alive."""
+
+    session: ort.InferenceSession
+    inputs: dict[str, ort.OrtValue]
+    keep_alive: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class SequenceState:
     """Everything one batch of sequences carries from call to call."""
 
@@ -58,7 +72,7 @@ class SequenceState:
     past: list[ort.OrtValue]  # key, value per layer, in manifest order
     neuron_stats: list[ort.OrtValue]  # GLASS prefill state (empty for dense artifacts)
     kept: list[ort.OrtValue]  # GLASS handoff from the last prefill call to decode
-    compact: dict | None = None  # decode's extra inputs, built once per prompt: kept neurons or their FFN weights
+    plan: DecodePlan | None = None  # built by prepare_decode once per prompt
     capacity: int | None = None  # set when ``past`` are fixed-size buffers the graph appends to in place
     binding: tuple | None = None  # (session, extra inputs, IOBinding) of the last decode step, for reuse
 
@@ -72,9 +86,10 @@ def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | No
     if layout == "fast" and "fast" not in manifest:
         raise GlassError(f"'{directory}' has no fast layout (a dense export, or compiled by an older glass-onnx)")
     if layout != "reference" and "fast" in manifest:
-        from glass_onnx.runtime.fast_decoder import FastDecoder
+        from glass_onnx.runtime.fast_decoder import CompactSessionDecoder, FastDecoder
 
-        return FastDecoder(directory, provider, threads, manifest)
+        kind = CompactSessionDecoder if manifest["fast"]["kind"] == "compact_session" else FastDecoder
+        return kind(directory, provider, threads, manifest)
     return Decoder(directory, provider, threads, manifest)
 
 
@@ -86,7 +101,7 @@ class Decoder:
                  manifest: dict | None = None):
         self.directory = Path(directory)
         self.manifest = manifest or load_manifest(self.directory)  # checking hashes the graphs: do it once
-        self.provider = provider
+        self.provider, self.threads = provider, threads
         self.device = "cuda" if provider == "cuda" else "cpu"
         m = self.manifest
         self.model = m["model"]
@@ -224,7 +239,7 @@ class Decoder:
                                     self.state_out + self.handoff_out)
         if self.glass:
             state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
-        state.compact = None  # the kept sets may have changed
+        state.plan = None  # the kept sets may have changed
         return logits
 
     def _require_prefill(self, state: SequenceState) -> None:
@@ -234,17 +249,18 @@ class Decoder:
     def prepare_decode(self, state: SequenceState) -> None:
         """Everything decode needs once per prompt (the first decode call does it if not done before)."""
         self._require_prefill(state)
-        if state.compact is None:
-            state.compact = self._decode_inputs(state)
+        if state.plan is None:
+            state.plan = self._decode_plan(state)
 
-    def _decode_inputs(self, state: SequenceState) -> dict:
-        """Decode's extra inputs for this prompt: the kept neurons, handed over from prefill."""
-        return dict(zip(self.handoff_in, state.kept))
+    def _decode_plan(self, state: SequenceState) -> DecodePlan:
+        """The decode session, and the kept neurons handed over from prefill as its extra inputs."""
+        return DecodePlan(self.decode_session, dict(zip(self.handoff_in, state.kept)))
 
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
         """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
         self.prepare_decode(state)
-        logits, _ = self._step(self.decode_session, state, input_ids, np.ones_like(input_ids), state.compact)
+        plan = state.plan
+        logits, _ = self._step(plan.session, state, input_ids, np.ones_like(input_ids), plan.inputs)
         return logits
 
     def kept_neurons(self, state: SequenceState) -> list[np.ndarray]:

@@ -1,11 +1,19 @@
-"""The fast session layout of a compiled artifact: one decoder session serves prefill and decode.
+"""The fast session layouts of a compiled artifact.
 
-Prefill runs every FFN on its constant weights, which ONNX Runtime prepacks once, as in the dense model, and
-``select.onnx`` turns the FFN activations into the running neuron statistics and the kept neurons. Before the
-first decode step ``compact.onnx`` gathers the kept neurons' weights, layer by layer, from the weights file into
-panels (passes/ffn_inputs.py says why), and every decode step binds those. The process holds the FFN weights once,
-prepacked, plus the compact copy: the full weights the gather reads are mapped from the file one layer at a time
-and unmapped after it, so they stay in the operating system's page cache, not in this process.
+Both run the prompt through ``decoder.onnx``, whose FFNs run on their constant weights (prepacked once by ONNX
+Runtime, as in the dense model) and output their activations, and ``select.onnx`` turns those into the running
+neuron statistics and the kept neurons. They differ in how decode reads only the kept neurons' weights:
+
+- ``panels`` (fp32): the same decoder session has a second, compact FFN path on weight inputs. Before the first
+  decode step ``compact.onnx`` gathers the kept neurons' weights, layer by layer, from the weights file into panels
+  (passes/ffn_inputs.py says why), and every decode step binds those.
+- ``compact_session`` (int4): MatMulNBits is fast only on weights it prepacked, which ONNX Runtime does for constant
+  initializers when it creates a session. So after the prompt the runtime slices the kept blocks of each layer's
+  4-bit FFN weights from the weights file and creates a decode session (``decode_compact.onnx``) with those slices as
+  its constant initializers (passes/compact_int4.py).
+
+The full weights a gather reads are mapped from the file and unmapped after it, so they stay in the operating
+system's page cache, not in this process.
 """
 
 from __future__ import annotations
@@ -15,66 +23,61 @@ import mmap
 
 import numpy as np
 
-from glass_onnx.runtime.decoder import Decoder, SequenceState, create_session
+from glass_onnx.runtime.decoder import DecodePlan, Decoder, SequenceState, create_session
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.protocol import layer_names, panel_width
 
 
-class FastDecoder(Decoder):
-    """Decoder over the artifact's ``fast`` layout; same calls and results as the reference layout."""
+class PromptSessions(Decoder):
+    """The fast layouts' prompt path (module docstring); subclasses build decode's plan."""
 
-    def _open_sessions(self, threads: int | None) -> None:
+    prefill_ffn: dict  # extra inputs of every prefill call
+
+    def _open_prompt_sessions(self, threads: int | None) -> dict:
         fast = self.manifest["fast"]
-        io, n = fast["io"], self.model["num_layers"]
-        if "compact" not in io:
-            raise GlassError(f"'{self.directory}' has a fast layout from an older glass-onnx; compile it again")
+        n = self.model["num_layers"]
         self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
         # the small sessions run on one thread: a session's idle pool threads spin for a while after each run,
         # and on a small machine they took the cores from the decoder's next run (a 2-thread prefill ran 2x
         # slower, BENCHMARKS.md); the gathers are memory copies, which two threads made slower anyway
         self.select_session = create_session(self.directory / fast["select"], self.provider, 1)
-        self.compact_session = create_session(self.directory / fast["compact"], self.provider, 1)
         self.prefill_session = self.decode_session = self.decoder_session
-        self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate_up", "ffn_down")]
-        self.ffn_z = layer_names(io["ffn_z"], n)
-        self.token_mask = io["token_mask"]
-        self.compact_io = io["compact"]
-        self._check_fast_sessions()
+        self.ffn_z = layer_names(fast["io"]["ffn_z"], n)
+        self.token_mask = fast["io"]["token_mask"]
         with open(self.directory / fast["weights"], "rb") as f:
             self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._full = [[(entry[p]["offset"], entry[p]["shape"]) for p in ("gate_up", "down")]
-                      for entry in fast["ffn_weights"]]
-        if any(offset + 4 * math.prod(shape) > len(self._weights) for layer in self._full for offset, shape in layer):
-            raise GlassError(f"'{self.directory / fast['weights']}' is shorter than the manifest says; the artifact "
-                             "is corrupted, compile it again")
-        # prefill binds empty compact weights: every row goes to the FFNs' constant path
-        hidden, h = self.model["hidden_size"], fast["hidden_panel_width"]
-        empty = [self._value(np.zeros([1, 0, hidden, 1], np.float32)),
-                 self._value(np.zeros([1, hidden // h, 0, h], np.float32))]
-        self.prefill_ffn = self._by_name(self.ffn_inputs, [empty] * n)
+        for layer in fast["ffn_weights"]:
+            for tensor in layer.values():
+                if tensor["offset"] + np.dtype(tensor["dtype"]).itemsize * math.prod(tensor["shape"]) > \
+                        len(self._weights):
+                    raise GlassError(f"'{self.directory / fast['weights']}' is shorter than the manifest says; the "
+                                     "artifact is corrupted, compile it again")
+        return fast
 
-    @staticmethod
-    def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
-        """{input name: value} from names [part][layer] and values [layer][part]."""
-        return {name: value for names, values in zip(names_by_part, zip(*values_by_layer))
-                for name, value in zip(names, values)}
-
-    def _check_fast_sessions(self) -> None:
-        """Refuse graphs that do not fit together (e.g. copied from two artifacts)."""
-        c = self.compact_io
-        needs = (
-            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names] + self.past_names,
-             "decoder inputs"),
-            (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
-            (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"),
-            (self.compact_session.get_inputs, [c["full_gate_up"], c["full_down"], c["kept"], c["panel_width"]],
-             "compact inputs"),
-            (self.compact_session.get_outputs, [c["gate_up"], c["down"]], "compact outputs"),
-        )
+    def _check(self, needs) -> None:
+        """Refuse graphs that do not fit together (e.g. copied from two artifacts): ``needs`` lists (names of a
+        session's inputs or outputs, the names it must have, what they are)."""
+        needs = [(self.decoder_session.get_inputs, self.past_names, "decoder inputs"),
+                 (self.decoder_session.get_outputs, self.ffn_z + self.present_names, "decoder outputs"),
+                 (self.select_session.get_outputs, self.state_out + self.handoff_out, "select outputs"), *needs]
         for listing, names, what in needs:
             if missing := sorted(set(names) - {v.name for v in listing()})[:3]:
                 raise GlassError(f"the fast layout's {what} lack {missing}; "
                                  "the artifact's sessions are mismatched, compile again")
+
+    def _view(self, tensor: dict) -> np.ndarray:
+        """A tensor of the weights file, in place (mapped, not read)."""
+        dtype = np.dtype(tensor["dtype"])
+        return np.frombuffer(self._weights, dtype, math.prod(tensor["shape"]), tensor["offset"]).reshape(
+            tensor["shape"])
+
+    def _release(self, tensors: list[dict]) -> None:
+        """Unmap tensors of the weights file from this process (they stay in the page cache for the next prompt)."""
+        if hasattr(self._weights, "madvise"):
+            for t in tensors:
+                start = t["offset"] - t["offset"] % mmap.PAGESIZE
+                end = t["offset"] + np.dtype(t["dtype"]).itemsize * math.prod(t["shape"])
+                self._weights.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
@@ -90,19 +93,49 @@ class FastDecoder(Decoder):
         self.select_session.run_with_iobinding(binding)
         values = binding.get_outputs()
         state.neuron_stats, state.kept = values[: len(self.state_out)], values[len(self.state_out) :]
-        state.compact = None  # the kept sets may have changed
+        state.plan = None  # the kept sets may have changed
         return logits
 
-    def _decode_inputs(self, state: SequenceState) -> dict:
-        """The kept neurons' weights, gathered once per prompt in panels, layer by layer from the weights file."""
+
+class FastDecoder(PromptSessions):
+    """The ``panels`` fast layout (fp32); same calls and results as the reference layout."""
+
+    def _open_sessions(self, threads: int | None) -> None:
+        fast = self._open_prompt_sessions(threads)
+        n = self.model["num_layers"]
+        io = fast["io"]
+        self.compact_session = create_session(self.directory / fast["compact"], self.provider, 1)
+        self.ffn_inputs = [layer_names(io[part], n) for part in ("ffn_gate_up", "ffn_down")]
+        self.compact_io = c = io["compact"]
+        self._check([
+            (self.decoder_session.get_inputs, [n for names in self.ffn_inputs for n in names], "decoder inputs"),
+            (self.compact_session.get_inputs, [c["full_gate_up"], c["full_down"], c["kept"], c["panel_width"]],
+             "compact inputs"),
+            (self.compact_session.get_outputs, [c["gate_up"], c["down"]], "compact outputs"),
+        ])
+        self._full = [[entry[p] for p in ("gate_up", "down")] for entry in fast["ffn_weights"]]
+        # prefill binds empty compact weights: every row goes to the FFNs' constant path
+        hidden, h = self.model["hidden_size"], fast["hidden_panel_width"]
+        empty = [self._value(np.zeros([1, 0, hidden, 1], np.float32)),
+                 self._value(np.zeros([1, hidden // h, 0, h], np.float32))]
+        self.prefill_ffn = self._by_name(self.ffn_inputs, [empty] * n)
+
+    @staticmethod
+    def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
+        """{input name: value} from names [part][layer] and values [layer][part]."""
+        return {name: value for names, values in zip(names_by_part, zip(*values_by_layer))
+                for name, value in zip(names, values)}
+
+    def _decode_plan(self, state: SequenceState) -> DecodePlan:
+        """The decoder session on the kept neurons' weights, gathered once per prompt in panels, layer by layer from
+        the weights file."""
         c = self.compact_io
         width = self._value(np.array([panel_width(state.kept[0].shape()[-1])], np.int64))
         compact = []
         for full, kept in zip(self._full, state.kept):
             binding = self.compact_session.io_binding()
-            for name, (offset, shape) in zip((c["full_gate_up"], c["full_down"]), full):
-                view = np.frombuffer(self._weights, np.float32, math.prod(shape), offset).reshape(shape)
-                binding.bind_ortvalue_input(name, self._value(view))
+            for name, tensor in zip((c["full_gate_up"], c["full_down"]), full):
+                binding.bind_ortvalue_input(name, self._value(self._view(tensor)))
             binding.bind_ortvalue_input(c["kept"], kept)
             binding.bind_ortvalue_input(c["panel_width"], width)
             binding.bind_output(c["gate_up"], self.device)
@@ -110,11 +143,39 @@ class FastDecoder(Decoder):
             self.compact_session.run_with_iobinding(binding)
             compact.append(binding.get_outputs())
             self._release(full)
-        return self._by_name(self.ffn_inputs, compact)
+        return DecodePlan(self.decoder_session, self._by_name(self.ffn_inputs, compact))
 
-    def _release(self, full: list[tuple[int, list[int]]]) -> None:
-        """Unmap a layer's full weights from this process (they stay in the page cache for the next prompt)."""
-        if hasattr(self._weights, "madvise"):
-            for offset, shape in full:
-                start = offset - offset % mmap.PAGESIZE
-                self._weights.madvise(mmap.MADV_DONTNEED, start, offset + 4 * math.prod(shape) - start)
+
+class CompactSessionDecoder(PromptSessions):
+    """The ``compact_session`` fast layout (int4), one sequence at a time; same calls as the reference layout, whose
+    decode multiplies the same 4-bit weights in float (MatMulNBits here: int8 activations), so results agree to
+    int4 rounding."""
+
+    def _open_sessions(self, threads: int | None) -> None:
+        fast = self._open_prompt_sessions(threads)
+        n = self.model["num_layers"]
+        self.template = self.directory / fast["compact_decoder"]
+        self.compact_names = {part: layer_names(name, n) for part, name in fast["io"]["compact"].items()}
+        self._full = fast["ffn_weights"]
+        self.prefill_ffn = {}
+        self._check([])
+
+    def _decode_plan(self, state: SequenceState) -> DecodePlan:
+        """A decode session whose FFNs hold only the kept blocks, sliced from each layer's 4-bit weights (gate and up:
+        the kept neurons' rows; down: the kept blocks along its neuron axis), as constant initializers."""
+        if state.kept[0].shape()[0] != 1:
+            raise GlassError("the int4 fast layout decodes one sequence at a time; open the artifact with "
+                             "layout='reference' to decode a batch")
+        arrays = {}
+        for layer, (full, kept) in enumerate(zip(self._full, state.kept)):
+            neurons = kept.numpy()[0]  # whole kept blocks, ascending
+            quant_blocks = neurons[::32] // 32  # the down projection's 4-bit blocks along its neuron axis
+            for what in ("q", "scales"):
+                for part in ("gate", "up"):
+                    arrays[self.compact_names[f"{part}_{what}"][layer]] = self._view(full[f"{part}_{what}"])[neurons]
+                arrays[self.compact_names[f"down_{what}"][layer]] = \
+                    np.ascontiguousarray(self._view(full[f"down_{what}"])[:, quant_blocks])
+            self._release(list(full.values()))
+        values = {name: self._value(array) for name, array in arrays.items()}
+        session = create_session(self.template, self.provider, self.threads, initializers=values)
+        return DecodePlan(session, {}, keep_alive=[values, arrays])

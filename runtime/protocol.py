@@ -52,6 +52,13 @@ COMPACT_GATE_UP, COMPACT_DOWN = "ffn.gate_up", "ffn.down"
 FULL_GATE_UP_T = "glass.ffn_full.{layer}.gate_up"  # where a layer's [2I, H] gate + up lie in the weights file
 WIDEST_PANEL = 32
 
+# -- the int4 fast layout (manifest "fast", kind compact_session): a decode session per prompt ---------------------
+COMPACT_DECODER_GRAPH = "decode_compact.onnx"
+PER_PROMPT = "per-prompt"  # the external-data location of initializers a runtime supplies when it creates the session
+# the per-prompt decode session's compact FFN weights, MatMulNBits' 4-bit B and scales of the kept blocks only
+COMPACT_INT4 = {f"{part}_{what}": f"ffn.{{layer}}.{part}.{what}" for part in ("gate", "up", "down")
+                for what in ("q", "scales")}
+
 # -- onnxruntime-genai's decoder-pipeline (compile --genai) ------------------------------------------------------
 GENAI_KEPT_STATE = "kept_neurons_state.{layer}"  # genai value-store key the kept sets live under
 GENAI_KEPT_NEXT = "kept_neurons_next.{layer}"  # decode output forwarded back to that key
@@ -95,6 +102,12 @@ def glass_io_sections(intermediate_size: int, k: int) -> dict:
         "handoff": {"output": KEPT_NEURONS, "input": KEPT_NEURONS, "shape": ["batch", k], "dtype": "int64"},
         "overridable": {"prior_rank": PRIOR_RANK, "lam": LAM, "k": KEEP},
     }
+
+
+def compact_session_io_section() -> dict:
+    """The int4 fast layout's ``fast.io``: the decoder's FFN activations, select's token mask, and the per-prompt
+    decode session's compact weights."""
+    return {"ffn_z": FFN_Z, "token_mask": TOKEN_MASK, "compact": dict(COMPACT_INT4)}
 
 
 def fast_io_section() -> dict:

@@ -142,3 +142,41 @@ def test_int4_blocks_selected_as_the_math_says_and_decode_as_the_sliced_model(ti
     logits = decoder.decode(state, continuation)[0]
     ref = sparse_continuation_logits(twin, PROMPT[0], continuation[0], kept)
     assert np.abs(logits - ref).max() < 0.03 * np.abs(ref).max()
+
+
+def test_int4_fast_layout_is_the_int4_dense_model_at_sparsity_zero(tiny_int4, tiny_compiled):
+    """The per-prompt decode session over every block: the very MatMulNBits of the dense int4 model."""
+    from glass_onnx.runtime import open_decoder
+
+    artifact = tiny_compiled(method="dense", sparsity=0.0, weights="int4")
+    fast, dense = open_decoder(artifact), Decoder(tiny_int4)
+    assert type(fast).__name__ == "CompactSessionDecoder"
+    s_fast, s_dense = fast.new_state(capacity=24), dense.new_state(capacity=24)
+    a, b = fast.prefill(s_fast, PROMPT), dense.prefill(s_dense, PROMPT)
+    assert np.array_equal(a, b)
+    for _ in range(6):
+        token = np.array([[int(np.argmax(b[0, -1]))]])
+        a, b = fast.decode(s_fast, token), dense.decode(s_dense, token)
+        assert np.array_equal(a, b)
+
+
+def test_int4_fast_layout_agrees_with_the_reference_layout(tiny_compiled):
+    from glass_onnx.runtime import Generator, GlassError, open_decoder
+
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
+    fast, ref = open_decoder(artifact), open_decoder(artifact, layout="reference")
+    s_fast, s_ref = fast.new_state(), ref.new_state()
+    a, b = fast.prefill(s_fast, PROMPT), ref.prefill(s_ref, PROMPT)
+    assert np.array_equal(a, b)  # the same prompt graph
+    assert all(np.array_equal(x, y) for x, y in zip(fast.kept_neurons(s_fast), ref.kept_neurons(s_ref)))
+    for token in (3, 99, 250):
+        a, b = fast.decode(s_fast, np.array([[token]])), ref.decode(s_ref, np.array([[token]]))
+        # both multiply the kept neurons' 4-bit weights: MatMulNBits with int8 activations here, float there
+        assert np.abs(a - b).max() < 0.03 * np.abs(b).max()
+    prompt = PROMPT[0].tolist()
+    assert Generator(artifact).generate(prompt, 10).tokens == Generator(artifact, layout="reference").generate(
+        prompt, 10).tokens
+    batch = fast.new_state(batch=2)
+    fast.prefill(batch, np.concatenate([PROMPT, PROMPT]))
+    with pytest.raises(GlassError, match="one sequence at a time"):
+        fast.decode(batch, np.array([[3], [4]]))

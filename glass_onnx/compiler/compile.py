@@ -32,6 +32,7 @@ from glass_onnx.runtime import protocol
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 from glass_onnx.runtime.protocol import (
+    COMPACT_DECODER_GRAPH,
     COMPACT_GRAPH,
     DECODE_GRAPH,
     FAST_DECODER_GRAPH,
@@ -39,6 +40,7 @@ from glass_onnx.runtime.protocol import (
     GENAI_CONFIG,
     GENAI_DECODE_GRAPH,
     GENAI_PREFILL_GRAPH,
+    PER_PROMPT,
     PREFILL_GRAPH,
     PRIOR_FILE,
     SELECT_GRAPH,
@@ -92,6 +94,32 @@ def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
     return out
 
 
+def int4_ffn_weights(graphs: dict) -> list[dict[str, str]]:
+    """Per layer, the names of the int4 fast layout's full FFN weights (4-bit B and scales of gate, up and down) that
+    the runtime slices per prompt; empty when the artifact has no int4 fast layout."""
+    from glass_onnx.passes import find_gated_ffns
+
+    if COMPACT_DECODER_GRAPH not in graphs:
+        return []
+    return [{f"{part}_{what}": getattr(getattr(ffn, part), attribute).name for part in ("gate", "up", "down")
+             for what, attribute in (("q", "weight"), ("scales", "scales"))}
+            for ffn in find_gated_ffns(graphs[FAST_DECODER_GRAPH].graph)]
+
+
+def _compact_session_layout(stored: dict, ffn_weights: list[dict[str, str]]) -> dict:
+    """The manifest's ``fast`` section of an int4 artifact: a decode session per prompt (passes/compact_int4.py)."""
+    def where(name: str) -> dict:
+        tensor = stored[name]
+        return {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": str(tensor.dtype.numpy())}
+
+    return {
+        "kind": "compact_session",
+        "decoder": FAST_DECODER_GRAPH, "select": SELECT_GRAPH, "compact_decoder": COMPACT_DECODER_GRAPH,
+        "weights": WEIGHTS, "io": protocol.compact_session_io_section(), "block": INT4_BLOCK,
+        "ffn_weights": [{part: where(name) for part, name in layer.items()} for layer in ffn_weights],
+    }
+
+
 def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> dict:
     """The manifest's ``fast`` section: its graphs, I/O names, and where each layer's full FFN weights, as
     compact.onnx reads them, lie in the weights file."""
@@ -103,6 +131,7 @@ def _fast_layout(stored: dict, ffn_weights: list[dict], hidden_panel: int) -> di
             entry[part] = {"offset": tensor.offset, "shape": list(tensor.shape), "dtype": "float32"}
         entries.append(entry)
     return {
+        "kind": "panels",
         "decoder": FAST_DECODER_GRAPH, "select": SELECT_GRAPH, "compact": COMPACT_GRAPH, "weights": WEIGHTS,
         "io": protocol.fast_io_section(),
         "hidden_panel_width": hidden_panel,
@@ -122,21 +151,22 @@ class Selection:
 
 
 def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weights: str, order: np.ndarray | None,
-                 genai: bool) -> tuple[dict, list[dict] | None]:
+                 genai: bool) -> dict:
     """Every graph of a compiled artifact, by file name, from the fp32 dense graph (int4: its neurons put in ``order``
-    and its weights quantised); and, for the fp32 fast layout, the FFN weights per layer, of which the caller stores
-    the copies its compact.onnx gathers from."""
+    and its weights quantised). The fast layout: fp32, the panel layout; int4, a decode session per prompt over
+    compact weights, when the selection keeps whole 4-bit blocks."""
     import onnx_ir as ir
 
     from glass_onnx.passes import (
         build_compact_model,
         build_select_model,
+        compact_decoder_pipeline,
         decode_pipeline,
         fast_decoder_pipeline,
+        int4_fast_decoder_pipeline,
         int4_pipeline,
         prefill_pipeline,
     )
-    from glass_onnx.passes.ffn_inputs import ffn_weights
 
     def dense() -> ir.Model:
         model = ir.load(dense_graph)
@@ -148,19 +178,23 @@ def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weig
     graphs = {PREFILL_GRAPH: dense(), DECODE_GRAPH: dense()}
     prefill_pipeline(s.prior_rank, s.lam, s.k, s.fusion, s.block)(graphs[PREFILL_GRAPH])
     decode_pipeline()(graphs[DECODE_GRAPH])
-    fast_weights = None
     if weights == "fp32":
         graphs[FAST_DECODER_GRAPH] = dense()
         fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
-        graphs[SELECT_GRAPH] = build_select_model(s.prior_rank, s.lam, s.k, s.fusion, s.block)
         graphs[COMPACT_GRAPH] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
                                                     panel_width(model_info["hidden_size"]))
-        fast_weights = ffn_weights(graphs[FAST_DECODER_GRAPH])
+    elif s.block % INT4_BLOCK == 0:
+        graphs[FAST_DECODER_GRAPH] = dense()
+        int4_fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
+        graphs[COMPACT_DECODER_GRAPH] = dense()
+        compact_decoder_pipeline(s.k)(graphs[COMPACT_DECODER_GRAPH])
+    if FAST_DECODER_GRAPH in graphs:
+        graphs[SELECT_GRAPH] = build_select_model(s.prior_rank, s.lam, s.k, s.fusion, s.block)
     if genai:
         graphs[GENAI_PREFILL_GRAPH], graphs[GENAI_DECODE_GRAPH] = dense(), dense()
         prefill_pipeline(s.prior_rank, s.lam, s.k, s.fusion, s.block, default_stats=True)(graphs[GENAI_PREFILL_GRAPH])
         decode_pipeline(genai=True)(graphs[GENAI_DECODE_GRAPH])
-    return graphs, fast_weights
+    return graphs
 
 
 def neuron_order(method, prior_values: np.ndarray, manifest: dict, source,
@@ -200,25 +234,38 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
 
     log.info(f"compiling {method.name} ({options.weights}): keep {k}/{size} neurons per layer"
              f"{f' in blocks of {options.block}' if options.block > 1 else ''}, lam={lam}, fusion={options.fusion}")
-    graphs, ffn_weights = build_graphs(dense / manifest["sessions"]["decode"], model_info, selection, options.weights,
-                                       order, options.genai)
+    graphs = build_graphs(dense / manifest["sessions"]["decode"], model_info, selection, options.weights, order,
+                          options.genai)
+    panels = options.weights == "fp32"  # the fp32 fast layout's compact.onnx gathers from copies stored beside
+    if panels:
+        from glass_onnx.passes.ffn_inputs import ffn_weights as panel_ffn_weights
+
+        ffn_weights = panel_ffn_weights(graphs[FAST_DECODER_GRAPH])
+    else:
+        ffn_weights = int4_ffn_weights(graphs)
     with atomic_directory(output, force=force) as tmp:
-        extra = _fast_ffn_weights(ffn_weights) if ffn_weights is not None else {}
-        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=extra)
+        stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights) if panels else None,
+                                      located=frozenset() if panels else frozenset(n for w in ffn_weights
+                                                                                   for n in w.values()))
         if options.genai:
             from glass_onnx.compiler.genai_config import genai_config
 
             config = genai_config(manifest, GENAI_PREFILL_GRAPH, GENAI_DECODE_GRAPH)
             (tmp / GENAI_CONFIG).write_text(json.dumps(config, indent=2))
+        # the checker wants every external-data location to be a file, the per-prompt one too: an empty stand-in
+        (tmp / PER_PROMPT).touch()
         for name in graphs:
             onnx.checker.check_model(str(tmp / name), full_check=True)
+        (tmp / PER_PROMPT).unlink()
         for name in TOKENIZER_FILES:
             if (dense / name).exists():
                 shutil.copy2(dense / name, tmp / name)
         identity = np.tile(np.arange(size), (model_info["num_layers"], 1))
         np.savez(tmp / PRIOR_FILE, values=prior_values, rank=prior_rank, order=identity if order is None else order)
-        fast = {"fast": _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))} \
-            if ffn_weights is not None else {}
+        if panels:
+            fast = {"fast": _fast_layout(stored, ffn_weights, panel_width(model_info["hidden_size"]))}
+        else:
+            fast = {"fast": _compact_session_layout(stored, ffn_weights)} if ffn_weights else {}
         write_manifest(tmp, {
             **{key: manifest[key] for key in ("model", "tokenizer", "io", "attention", "kv_buffers")},
             "weights": options.weights,
