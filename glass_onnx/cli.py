@@ -50,7 +50,7 @@ def cmd_compile(args) -> None:
     options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
                              prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
-                             genai=args.genai, attention=args.attention)
+                             genai=args.genai, attention=args.attention, weights=args.weights, block=args.block)
     compile_model(args.model, args.output, options, force=args.force)
 
 
@@ -97,7 +97,7 @@ def cmd_bench(args) -> None:
                            genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
                            provider=args.provider)
     variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
-                                attention=args.attention)
+                                attention=args.attention, weights=args.weights)
     report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for prior sampling and the random method")
     p.add_argument("--genai", action="store_true", help="also write genai_config.json for onnxruntime-genai")
     _attention_option(p)
+    _weights_option(p)
+    p.add_argument("--block", type=int, default=None,
+                   help="neurons per selection candidate: 1 (fp32 default), or for int4 a multiple of 32 (default 32, "
+                        "the int4 fast layout's unit); int4 with 1 selects neuron by neuron, reference layout only")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
@@ -226,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
     _attention_option(p)
+    _weights_option(p, many=True)
     p.set_defaults(func=cmd_bench)
 
     p = command("inspect", "summarise an artifact: sessions, I/O, ai.glass nodes, weights, prior")

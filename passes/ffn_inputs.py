@@ -17,23 +17,12 @@ Every layer's compact weights have the same shape (one k), and are all bound or 
 
 from __future__ import annotations
 
-import json
-
 import onnx_ir as ir
 
-from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns
+from glass_onnx.passes.ffn_pattern import GatedFFN, find_gated_ffns, record_ffn_weights
 from glass_onnx.passes.values import constant, tensor_value
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.protocol import FFN_DOWN, FFN_GATE_UP, FFN_Z
-
-FFN_WEIGHTS = "glass.ffn_weights"  # model metadata: per layer, the names of its gate, up and down initializers
-
-
-def ffn_weights(model: ir.Model) -> list[dict[str, ir.Value]]:
-    """Per layer, the FFN's constant weights {"gate", "up", "down"}, as CompactFFNInputsPass recorded them."""
-    initializers = model.graph.initializers
-    return [{part: initializers[name] for part, name in layer.items()}
-            for layer in json.loads(model.metadata_props[FFN_WEIGHTS])]
 
 
 class CompactFFNInputsPass(ir.passes.InPlacePass):
@@ -43,7 +32,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
     [1, H / h, 0, h]) every original output is unchanged and ``ffn.{layer}.z`` is the FFN's activation; bound to
     the panels of a subset of neurons (as compact.onnx builds them), every FFN is the dense FFN restricted to them.
     The FFN weights stay initializers; the model's metadata ``glass.ffn_weights`` names them per layer (read it with
-    ``ffn_weights``), so the caller can store the copies compact.onnx gathers from.
+    ``ffn_pattern.ffn_weights``), so the caller can store the copies compact.onnx gathers from.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -57,8 +46,7 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         route = self._route(graph, ffns[0], entries[0], inputs[0][0])
         for ffn, entry, (gate_up, down) in zip(ffns, entries, inputs):
             self._split_rows(graph, ffn, entry, gate_up, down, *route)
-        model.metadata_props[FFN_WEIGHTS] = json.dumps(
-            [{part: getattr(ffn, part).weight.name for part in ("gate", "up", "down")} for ffn in ffns])
+        record_ffn_weights(model, ffns)
         return ir.passes.PassResult(model, modified=True)
 
     @staticmethod

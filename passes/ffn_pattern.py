@@ -10,6 +10,7 @@ MatMulNBits on constant 4-bit weights and scales.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import onnx_ir as ir
@@ -49,6 +50,29 @@ class GatedFFN:
     @property
     def int4(self) -> bool:
         return self.down.scales is not None
+
+
+FFN_WEIGHTS = "glass.ffn_weights"  # model metadata: per layer, the names of its FFN weight initializers
+
+
+def record_ffn_weights(model: ir.Model, ffns: list[GatedFFN]) -> None:
+    """Write into the model's metadata which initializers hold each layer's FFN weights (``ffn_weights`` reads them
+    back): {gate, up, down} for fp32; {gate_q, gate_scales, up_q, ...} (4-bit B and scales) for int4."""
+    def names(ffn: GatedFFN) -> dict[str, str]:
+        parts = {"gate": ffn.gate, "up": ffn.up, "down": ffn.down}
+        if not ffn.int4:
+            return {part: p.weight.name for part, p in parts.items()}
+        return {f"{part}_{what}": getattr(p, attribute).name for part, p in parts.items()
+                for what, attribute in (("q", "weight"), ("scales", "scales"))}
+
+    model.metadata_props[FFN_WEIGHTS] = json.dumps([names(ffn) for ffn in ffns])
+
+
+def ffn_weights(model: ir.Model) -> list[dict[str, ir.Value]]:
+    """Per layer, the FFN weight initializers ``record_ffn_weights`` wrote down."""
+    initializers = model.graph.initializers
+    return [{part: initializers[name] for part, name in layer.items()}
+            for layer in json.loads(model.metadata_props[FFN_WEIGHTS])]
 
 
 def is_constant(value: ir.Value | None) -> bool:

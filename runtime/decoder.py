@@ -6,6 +6,7 @@ the CUDA EP they never leave the device; only the logits come back to the host.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 from pathlib import Path
@@ -57,11 +58,13 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
 @dataclasses.dataclass
 class DecodePlan:
     """What a sequence's decode steps run, built once per prompt: a session and its extra inputs (the kept neurons,
-    or their compact FFN weights), and whatever those reference that must stay alive."""
+    or their compact FFN weights), and whatever those reference that must stay alive. ``successor``: a faster plan
+    for the same prompt being built in the background; decode switches to it once it is ready."""
 
     session: ort.InferenceSession
     inputs: dict[str, ort.OrtValue]
     keep_alive: list = dataclasses.field(default_factory=list)
+    successor: concurrent.futures.Future | None = None
 
 
 @dataclasses.dataclass
@@ -260,6 +263,8 @@ class Decoder:
         """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
         self.prepare_decode(state)
         plan = state.plan
+        if plan.successor is not None and plan.successor.done():
+            state.plan = plan = plan.successor.result()
         logits, _ = self._step(plan.session, state, input_ids, np.ones_like(input_ids), plan.inputs)
         return logits
 

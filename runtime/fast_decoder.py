@@ -10,7 +10,9 @@ neuron statistics and the kept neurons. They differ in how decode reads only the
 - ``compact_session`` (int4): MatMulNBits is fast only on weights it prepacked, which ONNX Runtime does for constant
   initializers when it creates a session. So after the prompt the runtime slices the kept blocks of each layer's
   4-bit FFN weights from the weights file and creates a decode session (``decode_compact.onnx``) with those slices as
-  its constant initializers (passes/compact_int4.py).
+  its constant initializers (passes/compact_int4.py). Where a core is free (fewer intra-op threads than cores), it
+  builds that session on a background thread while the first tokens decode on the prompt's session with each FFN
+  masked to the kept neurons: the same sparse model, read at dense cost until the compact session is ready.
 
 The full weights a gather reads are mapped from the file and unmapped after it, so they stay in the operating
 system's page cache, not in this process.
@@ -18,8 +20,10 @@ system's page cache, not in this process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import mmap
+import os
 
 import numpy as np
 
@@ -156,19 +160,37 @@ class CompactSessionDecoder(PromptSessions):
         n = self.model["num_layers"]
         self.template = self.directory / fast["compact_decoder"]
         self.compact_names = {part: layer_names(name, n) for part, name in fast["io"]["compact"].items()}
+        self.ffn_mask = layer_names(fast["io"]["ffn_mask"], n)
         self._full = fast["ffn_weights"]
-        self.prefill_ffn = {}
-        self._check([])
+        ones = self._value(np.ones((1, self.model["intermediate_size"]), np.float32))
+        self.prefill_ffn = dict.fromkeys(self.ffn_mask, ones)
+        self._check([(self.decoder_session.get_inputs, self.ffn_mask, "decoder inputs")])
+        cores = os.cpu_count() or 1
+        self.build_in_background = (threads or cores) < cores  # a free core builds the decode session
+        self._builder = concurrent.futures.ThreadPoolExecutor(1, "glass-decode-session")
 
     def _decode_plan(self, state: SequenceState) -> DecodePlan:
-        """A decode session whose FFNs hold only the kept blocks, sliced from each layer's 4-bit weights (gate and up:
-        the kept neurons' rows; down: the kept blocks along its neuron axis), as constant initializers."""
+        """The compact decode session for the prompt; built in the background (module docstring), the prompt's
+        session with each FFN masked to the kept neurons decodes meanwhile."""
         if state.kept[0].shape()[0] != 1:
             raise GlassError("the int4 fast layout decodes one sequence at a time; open the artifact with "
                              "layout='reference' to decode a batch")
+        kept = [k.numpy()[0] for k in state.kept]
+        if not self.build_in_background:
+            return self._compact_plan(kept)
+        masks = []
+        for neurons in kept:
+            mask = np.zeros((1, self.model["intermediate_size"]), np.float32)
+            mask[0, neurons] = 1.0
+            masks.append(self._value(mask))
+        return DecodePlan(self.decoder_session, dict(zip(self.ffn_mask, masks)),
+                          successor=self._builder.submit(self._compact_plan, kept))
+
+    def _compact_plan(self, kept: list[np.ndarray]) -> DecodePlan:
+        """A decode session whose FFNs hold only the kept blocks, sliced from each layer's 4-bit weights (gate and up:
+        the kept neurons' rows; down: the kept blocks along its neuron axis), as constant initializers."""
         arrays = {}
-        for layer, (full, kept) in enumerate(zip(self._full, state.kept)):
-            neurons = kept.numpy()[0]  # whole kept blocks, ascending
+        for layer, (full, neurons) in enumerate(zip(self._full, kept)):  # neurons: whole kept blocks, ascending
             quant_blocks = neurons[::32] // 32  # the down projection's 4-bit blocks along its neuron axis
             for what in ("q", "scales"):
                 for part in ("gate", "up"):

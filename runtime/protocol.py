@@ -54,6 +54,7 @@ WIDEST_PANEL = 32
 
 # -- the int4 fast layout (manifest "fast", kind compact_session): a decode session per prompt ---------------------
 COMPACT_DECODER_GRAPH = "decode_compact.onnx"
+FFN_MASK = "ffn.{layer}.mask"  # decoder input [mask_batch, I]: 1 for a kept neuron (ones in prefill)
 PER_PROMPT = "per-prompt"  # the external-data location of initializers a runtime supplies when it creates the session
 # the per-prompt decode session's compact FFN weights, MatMulNBits' 4-bit B and scales of the kept blocks only
 COMPACT_INT4 = {f"{part}_{what}": f"ffn.{{layer}}.{part}.{what}" for part in ("gate", "up", "down")
@@ -107,7 +108,7 @@ def glass_io_sections(intermediate_size: int, k: int) -> dict:
 def compact_session_io_section() -> dict:
     """The int4 fast layout's ``fast.io``: the decoder's FFN activations, select's token mask, and the per-prompt
     decode session's compact weights."""
-    return {"ffn_z": FFN_Z, "token_mask": TOKEN_MASK, "compact": dict(COMPACT_INT4)}
+    return {"ffn_z": FFN_Z, "ffn_mask": FFN_MASK, "token_mask": TOKEN_MASK, "compact": dict(COMPACT_INT4)}
 
 
 def fast_io_section() -> dict:

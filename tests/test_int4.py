@@ -180,3 +180,24 @@ def test_int4_fast_layout_agrees_with_the_reference_layout(tiny_compiled):
     fast.prefill(batch, np.concatenate([PROMPT, PROMPT]))
     with pytest.raises(GlassError, match="one sequence at a time"):
         fast.decode(batch, np.array([[3], [4]]))
+
+
+def test_int4_fast_layout_decodes_on_the_masked_prompt_session_until_its_own_is_ready(tiny_compiled):
+    """Built in the background, the compact session takes over from the prompt's session with the FFNs masked to the
+    kept neurons: both are the same sparse model."""
+    from glass_onnx.runtime import open_decoder
+
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
+    background, direct = open_decoder(artifact), open_decoder(artifact)
+    background.build_in_background, direct.build_in_background = True, False
+    s_bg, s_direct = background.new_state(capacity=24), direct.new_state(capacity=24)
+    background.prefill(s_bg, PROMPT), direct.prefill(s_direct, PROMPT)
+    background.prepare_decode(s_bg)
+    masked = s_bg.plan
+    assert masked.session is background.decoder_session and masked.successor is not None
+    first = background.decode(s_bg, np.array([[3]]))  # on the masked prompt session, or already the compact one
+    masked.successor.result()
+    second = background.decode(s_bg, np.array([[99]]))
+    assert s_bg.plan is not masked and s_bg.plan.session is not background.decoder_session
+    want = [direct.decode(s_direct, np.array([[t]])) for t in (3, 99)]
+    assert np.abs(first - want[0]).max() < 1e-4 and np.abs(second - want[1]).max() < 1e-4

@@ -94,19 +94,7 @@ def _fast_ffn_weights(ffn_weights: list[dict]) -> dict:
     return out
 
 
-def int4_ffn_weights(graphs: dict) -> list[dict[str, str]]:
-    """Per layer, the names of the int4 fast layout's full FFN weights (4-bit B and scales of gate, up and down) that
-    the runtime slices per prompt; empty when the artifact has no int4 fast layout."""
-    from glass_onnx.passes import find_gated_ffns
-
-    if COMPACT_DECODER_GRAPH not in graphs:
-        return []
-    return [{f"{part}_{what}": getattr(getattr(ffn, part), attribute).name for part in ("gate", "up", "down")
-             for what, attribute in (("q", "weight"), ("scales", "scales"))}
-            for ffn in find_gated_ffns(graphs[FAST_DECODER_GRAPH].graph)]
-
-
-def _compact_session_layout(stored: dict, ffn_weights: list[dict[str, str]]) -> dict:
+def _compact_session_layout(stored: dict, ffn_weights: list[dict]) -> dict:
     """The manifest's ``fast`` section of an int4 artifact: a decode session per prompt (passes/compact_int4.py)."""
     def where(name: str) -> dict:
         tensor = stored[name]
@@ -116,7 +104,7 @@ def _compact_session_layout(stored: dict, ffn_weights: list[dict[str, str]]) -> 
         "kind": "compact_session",
         "decoder": FAST_DECODER_GRAPH, "select": SELECT_GRAPH, "compact_decoder": COMPACT_DECODER_GRAPH,
         "weights": WEIGHTS, "io": protocol.compact_session_io_section(), "block": INT4_BLOCK,
-        "ffn_weights": [{part: where(name) for part, name in layer.items()} for layer in ffn_weights],
+        "ffn_weights": [{part: where(value.name) for part, value in layer.items()} for layer in ffn_weights],
     }
 
 
@@ -214,6 +202,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     import onnx
 
     from glass_onnx.compiler.shared_weights import save_sharing_weights
+    from glass_onnx.passes.ffn_pattern import ffn_weights as recorded_ffn_weights
 
     method = get_method(options.method)
     check_fusion(options.fusion)
@@ -237,16 +226,11 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
     graphs = build_graphs(dense / manifest["sessions"]["decode"], model_info, selection, options.weights, order,
                           options.genai)
     panels = options.weights == "fp32"  # the fp32 fast layout's compact.onnx gathers from copies stored beside
-    if panels:
-        from glass_onnx.passes.ffn_inputs import ffn_weights as panel_ffn_weights
-
-        ffn_weights = panel_ffn_weights(graphs[FAST_DECODER_GRAPH])
-    else:
-        ffn_weights = int4_ffn_weights(graphs)
+    ffn_weights = recorded_ffn_weights(graphs[FAST_DECODER_GRAPH]) if FAST_DECODER_GRAPH in graphs else []
     with atomic_directory(output, force=force) as tmp:
         stored = save_sharing_weights(graphs, tmp, WEIGHTS, extra=_fast_ffn_weights(ffn_weights) if panels else None,
-                                      located=frozenset() if panels else frozenset(n for w in ffn_weights
-                                                                                   for n in w.values()))
+                                      located=frozenset() if panels else frozenset(v.name for w in ffn_weights
+                                                                                   for v in w.values()))
         if options.genai:
             from glass_onnx.compiler.genai_config import genai_config
 

@@ -108,19 +108,25 @@ class BenchOptions:
 
 
 def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
-                     attention: str = "ort") -> dict[str, tuple[Path, str]]:
-    """The dense export and one compile per sparsity, as bench variants {name: (artifact, layout)}."""
+                     attention: str = "ort", weights: tuple[str, ...] = ("fp32",)) -> dict[str, tuple[Path, str]]:
+    """Per weight format, the dense export and one compile per sparsity, as bench variants {name: (artifact,
+    layout)}; names carry the format when there are several ("dense int4", "a-glass 0.5 int4"). The first format's
+    dense export is what the "vs dense" ratios divide by."""
     from glass_onnx.compiler.artifact import cache_dir
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
 
-    dense, _ = dense_artifact(model, attention=attention)
-    variants = {"dense": (dense, "auto")}
-    for s in sparsities:
-        out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}"
-        compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention), force=True)
-        for layout in layouts:
-            variants[f"{method} {s:g}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
+    variants = {}
+    for form in weights:
+        tag = f" {form}" if len(weights) > 1 else ""
+        dense, _ = dense_artifact(model, attention=attention, weights=form)
+        variants[f"dense{tag}"] = (dense, "auto")
+        for s in sparsities:
+            out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}"
+            compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form),
+                          force=True)
+            for layout in layouts:
+                variants[f"{method} {s:g}{tag}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
     return variants
 
 
@@ -189,7 +195,8 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
                 row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
             report["runs"].append(row)
         del generators
-    base = {r["threads"]: r for r in report["runs"] if r["variant"] == "dense"}
+    first = next(iter(variants))  # the dense export of the first weight format
+    base = {r["threads"]: r for r in report["runs"] if r["variant"] == first}
     for r in report["runs"]:
         if r["threads"] in base:  # paired: the median over rounds of the ratio within each round
             b = base[r["threads"]]
