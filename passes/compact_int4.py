@@ -25,12 +25,13 @@ def per_prompt_tensor(name: str, dtype: ir.DataType, shape: list[int]) -> ir.Ext
 
 
 class CompactInt4FFNPass(ir.passes.InPlacePass):
-    """Points every int4 FFN at compact per-prompt weights of k neurons (whole 32-neuron blocks): gate and up B
-    [k, H / 32, 16] and scales [k, H / 32], down B [H, k / 32, 16] and scales [H, k / 32], named by
-    ``protocol.COMPACT_INT4``; the full FFN weights leave the graph.
+    """Points every int4 FFN at compact per-prompt weights of k neurons (whole 32-neuron blocks), named by
+    ``protocol.COMPACT_INT4``: gate and up as one MatMulNBits on B [2k, H / 32, 16] and scales [2k, H / 32] (the kept
+    neurons' gate rows, then their up rows) split in two, down on B [H, k / 32, 16] and scales [H, k / 32] (its kept
+    blocks); the full FFN weights leave the graph.
 
-    Guarantees: bound to the kept neurons' rows of gate and up and the kept blocks of down (as the runtime slices them),
-    every FFN computes the dense int4 FFN restricted to those neurons; graph inputs and outputs are unchanged.
+    Guarantees: bound to those slices, every FFN computes the dense int4 FFN restricted to the kept neurons; graph
+    inputs and outputs are unchanged.
     """
 
     def __init__(self, k: int):
@@ -42,22 +43,34 @@ class CompactInt4FFNPass(ir.passes.InPlacePass):
         ffns = find_gated_ffns(graph)
         if not all(ffn.int4 for ffn in ffns) or self.k % 32:
             raise GlassError("the per-prompt int4 decoder needs int4 FFNs and whole 32-neuron blocks")
+        order = {node: i for i, node in enumerate(graph)}
         for ffn in ffns:
-            hidden, k = ffn.gate.k, self.k
-            rows = ([k, hidden // 32, 16], [k, hidden // 32])  # gate and up: the kept neurons' rows
-            shapes = {"gate": rows, "up": rows, "down": ([hidden, k // 32, 16], [hidden, k // 32])}
-            nodes = {"gate": ffn.nodes[0], "up": ffn.nodes[1], "down": ffn.nodes[-1]}
-            for part, (q_shape, s_shape) in shapes.items():
-                node = nodes[part]
-                for index, what, dtype, shape in ((1, "q", ir.DataType.UINT8, q_shape),
-                                                  (2, "scales", ir.DataType.FLOAT, s_shape)):
-                    name = COMPACT_INT4[f"{part}_{what}"].format(layer=ffn.layer)
-                    value = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(dtype),
-                                     const_value=per_prompt_tensor(name, dtype, shape))
-                    graph.register_initializer(value)
-                    node.replace_input_with(index, value)
-                node.attributes["K" if part == "down" else "N"] = ir.AttrInt64("K" if part == "down" else "N", k)
-            for value in (out for node in ffn.nodes[:-1] for out in node.outputs):  # [.., I] -> [.., k]
+            hidden, k, layer = ffn.gate.k, self.k, ffn.layer
+            gate, up, down = ffn.nodes[0], ffn.nodes[1], ffn.nodes[-1]
+
+            def weight(part: str, dtype: ir.DataType, shape: list[int], layer: int = layer) -> ir.Value:
+                name = COMPACT_INT4[part].format(layer=layer)
+                value = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(dtype),
+                                 const_value=per_prompt_tensor(name, dtype, shape))
+                graph.register_initializer(value)
+                return value
+
+            attributes = {name: a.value for name, a in gate.attributes.items()}
+            attributes["N"] = 2 * k
+            both = ir.node("MatMulNBits", [ffn.x, weight("gate_up_q", ir.DataType.UINT8, [2 * k, hidden // 32, 16]),
+                                           weight("gate_up_scales", ir.DataType.FLOAT, [2 * k, hidden // 32])],
+                           attributes=attributes, domain=gate.domain, name=f"glass/layers.{layer}/gate_up")
+            split = ir.node("Split", [both.outputs[0]], attributes={"axis": -1, "num_outputs": 2}, num_outputs=2,
+                            name=f"glass/layers.{layer}/gate_up_split")
+            graph.insert_before(min(gate, up, key=order.__getitem__), [both, split])
+            for old, new in ((gate.outputs[0], split.outputs[0]), (up.outputs[0], split.outputs[1])):
+                new.dtype = old.dtype
+                ir.convenience.replace_all_uses_with(old, new)
+            graph.remove([gate, up], safe=True)
+            down.replace_input_with(1, weight("down_q", ir.DataType.UINT8, [hidden, k // 32, 16]))
+            down.replace_input_with(2, weight("down_scales", ir.DataType.FLOAT, [hidden, k // 32]))
+            down.attributes["K"] = ir.AttrInt64("K", k)
+            for value in (out for node in ffn.nodes[2:-1] for out in node.outputs):  # [.., I] -> [.., k]
                 value.shape = None
         for name in [n for n, v in graph.initializers.items() if not v.uses()]:
             graph.initializers.pop(name)

@@ -188,13 +188,13 @@ class CompactSessionDecoder(PromptSessions):
 
     def _compact_plan(self, kept: list[np.ndarray]) -> DecodePlan:
         """A decode session whose FFNs hold only the kept blocks, sliced from each layer's 4-bit weights (gate and up:
-        the kept neurons' rows; down: the kept blocks along its neuron axis), as constant initializers."""
+        the kept neurons' rows, stacked; down: the kept blocks along its neuron axis), as constant initializers."""
         arrays = {}
         for layer, (full, neurons) in enumerate(zip(self._full, kept)):  # neurons: whole kept blocks, ascending
             quant_blocks = neurons[::32] // 32  # the down projection's 4-bit blocks along its neuron axis
             for what in ("q", "scales"):
-                for part in ("gate", "up"):
-                    arrays[self.compact_names[f"{part}_{what}"][layer]] = self._view(full[f"{part}_{what}"])[neurons]
+                arrays[self.compact_names[f"gate_up_{what}"][layer]] = np.concatenate(
+                    [self._view(full[f"{part}_{what}"])[neurons] for part in ("gate", "up")])
                 arrays[self.compact_names[f"down_{what}"][layer]] = \
                     np.ascontiguousarray(self._view(full[f"down_{what}"])[:, quant_blocks])
             self._release(list(full.values()))

@@ -57,7 +57,7 @@ COMPACT_DECODER_GRAPH = "decode_compact.onnx"
 FFN_MASK = "ffn.{layer}.mask"  # decoder input [mask_batch, I]: 1 for a kept neuron (ones in prefill)
 PER_PROMPT = "per-prompt"  # the external-data location of initializers a runtime supplies when it creates the session
 # the per-prompt decode session's compact FFN weights, MatMulNBits' 4-bit B and scales of the kept blocks only
-COMPACT_INT4 = {f"{part}_{what}": f"ffn.{{layer}}.{part}.{what}" for part in ("gate", "up", "down")
+COMPACT_INT4 = {f"{part}_{what}": f"ffn.{{layer}}.{part}.{what}" for part in ("gate_up", "down")
                 for what in ("q", "scales")}
 
 # -- onnxruntime-genai's decoder-pipeline (compile --genai) ------------------------------------------------------
