@@ -272,6 +272,8 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     ours.setLevel(level)
     ours.propagate = False
     if not verbose:
+        for library in ("onnx_ir", "onnxscript"):  # pass-by-pass notes ("Removed 17 unused nodes")
+            logging.getLogger(library).setLevel(logging.WARNING)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         if quiet:  # read when transformers is first imported, after this
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

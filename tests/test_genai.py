@@ -9,12 +9,12 @@ og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not i
 from glass_onnx.runtime import Generator  # noqa: E402
 
 
-@pytest.mark.parametrize("method", ["a-glass", "griffin"])
-def test_genai_pipeline_generates_the_same_tokens(tiny_compiled, method):
-    artifact = tiny_compiled(method=method, sparsity=0.5, genai=True)
+@pytest.mark.parametrize("method,weights", [("a-glass", "fp32"), ("griffin", "fp32"), ("a-glass", "int4")])
+def test_genai_pipeline_generates_the_same_tokens(tiny_compiled, method, weights):
+    artifact = tiny_compiled(method=method, sparsity=0.5, genai=True, weights=weights)
     config = json.loads((artifact / "genai_config.json").read_text())
     assert config["model"]["type"] == "decoder-pipeline"
-    ours = Generator(artifact)
+    ours = Generator(artifact, layout="reference")  # genai runs the reference graphs
     prompt = ours.encode("The lighthouse keeper climbed the stairs", chat=False)
     expected = ours.generate(prompt, max_new_tokens=24, ignore_eos=True).tokens
 

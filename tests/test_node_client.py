@@ -112,3 +112,17 @@ def test_node_refuses_a_broken_manifest_with_pythons_line(artifacts, capsys, tmp
     assert cli_main(["generate", str(art), PROMPT]) == 2
     python = capsys.readouterr().err
     assert proc.returncode == 2 and proc.stderr == python and "is not a complete glass-onnx manifest" in python
+
+
+def test_node_runs_an_int4_artifact_like_python(tiny_compiled, capsys):
+    """The Node client drives the reference layout: int4 artifacts too (MatMulNBits, GatherBlockQuantized and the
+    ai.glass int4 functions in onnxruntime-node)."""
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
+    args = [artifact, PROMPT, "--max-new-tokens", "8", "--no-chat"]
+    proc = run_node(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    node = json.loads(proc.stdout)
+    capsys.readouterr()
+    assert cli_main(["generate", *map(str, args), "--layout", "reference", "--json"]) == 0
+    python = json.loads(capsys.readouterr().out)
+    assert node["tokens"] == python["tokens"] and node["tokens"]

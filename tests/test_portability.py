@@ -34,3 +34,16 @@ def test_inspect_describes_sessions_and_glass_nodes(tiny_compiled):
     assert "AccumulateNeuronStats x3 (one per layer)" in text and "IndexedSwiGLU x3" in text
     assert "FuseNeuronRanking x1 (all layers)" in text and "ffn.{layer}.z x3 [batch, constant_rows, 96]" in text
     assert "kept_neurons.{layer} x3 [batch, kept]" in text and "NOT PORTABLE" not in text
+
+
+def test_int4_graphs_are_portable_and_inspectable(tiny_compiled, tiny_dense):
+    from glass_onnx.compiler.export import dense_artifact
+
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
+    graphs = sorted(artifact.glob("*.onnx")) + [dense_artifact(str(tiny_dense), weights="int4")[0] / "model.onnx"]
+    assert len(graphs) == 6  # prefill, decode, and the fast layout's decoder, select, per-prompt decoder; the export
+    for path in graphs:
+        assert non_portable_ops(path) == [], path.name
+    text = describe(artifact)
+    assert "glass int4 artifact" in text and "IndexedSwiGLUInt4 x3 (one per layer)" in text
+    assert "[fast compact_decoder] decode_compact.onnx" in text and "NOT PORTABLE" not in text

@@ -11,10 +11,12 @@ from glass_onnx.runtime.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
-# Contrib (com.microsoft) ops a compiled graph may contain: each has CPU, CUDA, DirectML and WebGPU kernels in
-# every full ONNX Runtime build, so every binding (Python, C#, C++, Java, JS/Node) runs it. The export's
-# attention="onnx" form avoids them for other runtimes.
-PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization"})
+# Contrib (com.microsoft) ops a compiled graph may contain: every full ONNX Runtime build carries their CPU kernels
+# (and CUDA ones; GroupQueryAttention, SkipSimplifiedLayerNormalization and MatMulNBits also DirectML/WebGPU ones), so
+# every binding (Python, C#, C++, Java, JS/Node) runs them. The export's attention="onnx" form avoids the first two
+# for other runtimes; the 4-bit ones come only with --weights int4 (onnxruntime-genai's int4 builds use the same).
+PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization",
+                                                  "MatMulNBits", "GatherBlockQuantized"})
 
 
 def _shape(value_info) -> str:
@@ -60,7 +62,7 @@ def non_portable_ops(path: Path) -> list[str]:
 def describe(directory: Path) -> str:
     m = load_manifest(directory)
     build = m.get("build", {})
-    lines = [f"{directory}: {m['kind']} artifact of {m['model']['name']} ({m['model']['architecture']}, "
+    lines = [f"{directory}: {m['kind']} {m['weights']} artifact of {m['model']['name']} ({m['model']['architecture']}, "
              f"{m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, "
              f"FFN {m['model']['intermediate_size']})"]
     glass = m.get("glass")
@@ -76,7 +78,8 @@ def describe(directory: Path) -> str:
         lines.append("made by: " + ", ".join(f"{k} {v}" for k, v in build["created_by"].items() if k != "command"))
     roles = {f"reference {role}": file for role, file in m["sessions"].items()} if glass else dict(m["sessions"])
     if "fast" in m:
-        roles.update({f"fast {role}": m["fast"][role] for role in ("decoder", "select", "compact")})
+        roles.update({f"fast {role}": m["fast"][role] for role in ("decoder", "select", "compact", "compact_decoder")
+                      if role in m["fast"]})
     for role, file in roles.items():
         if role == "decode" and file == m["sessions"]["prefill"]:
             lines.append(f"\n[decode] same graph as prefill ({file})")
