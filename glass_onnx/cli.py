@@ -85,7 +85,8 @@ def cmd_eval(args) -> None:
     options = EvalOptions(methods=_names(args.methods), sparsities=_floats(args.sparsity),
                           lams=_floats(args.lams) if args.lams else None, fusions=_names(args.fusions),
                           split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
-                          prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples)
+                          prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples,
+                          weights=args.weights, blocks=args.blocks)
     run_eval(args.model, Path(args.output), options, force=args.force)
 
 
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
     p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES)
     p.add_argument("--threads", type=int, default=None)
+    _weights_option(p)
+    p.add_argument("--blocks", type=_ints, default=None,
+                   help="int4: neurons per selection candidate, comma-separated (default 32; 1 = neuron by neuron)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_eval)
 

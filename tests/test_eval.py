@@ -59,3 +59,22 @@ def test_eval_smoke(tiny_dir, tiny_dense, tmp_path):
     assert ({"results.md", "kl_vs_sparsity.png", "ppl_vs_sparsity.png", "jaccard_by_layer.png"}
             <= {p.name for p in out.iterdir()})
     assert not (out / "artifacts").exists()
+
+
+def test_eval_int4_smoke(tiny_dir, tmp_path):
+    """int4: every configuration against the fp32 and the int4 dense model, neuron by neuron and in blocks."""
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
+
+    out = tmp_path / "eval-int4"
+    run_eval(str(tiny_dir), out, EvalOptions(methods=("dense", "griffin", "a-glass"), sparsities=(0.5,), per_bucket=1,
+                                             gen_len=8, prior_samples=2, weights="int4", blocks=(1, 32)))
+    result = json.loads((out / "results.json").read_text())
+    assert result["weights"] == "int4"
+    rows = {(r["method"], r["block"]): r for r in result["results"]}
+    assert set(rows) == {("dense", 1), ("griffin", 1), ("griffin", 32), ("a-glass", 1), ("a-glass", 32)}
+    dense = rows[("dense", 1)]
+    # the int4 dense model through the reference sessions: its own quantisation against fp32, ~nothing against itself
+    assert dense["kl"] > 0 and dense["kl_int4"] < 0.1 * dense["kl"] and dense["top1_int4"] > 0.95
+    assert all(r["kl_int4"] > dense["kl_int4"] for key, r in rows.items() if key[0] != "dense")
+    text = (out / "results.md").read_text()
+    assert "against the int4 dense model" in text and "blocks of 32" in text

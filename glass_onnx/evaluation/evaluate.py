@@ -21,6 +21,7 @@ import numpy as np
 
 from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
+    INT4_BLOCK,
     METHODS,
     PRIOR_SAMPLES,
     check_fusion,
@@ -30,9 +31,10 @@ from glass_onnx.compiler.settings import (
     keep_count,
 )
 from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
+from glass_onnx.passes.glass_math import block_prior_rank
 from glass_onnx.runtime.decoder import Decoder, check_threads
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_RANK
+from glass_onnx.runtime.protocol import KEEP, LAM, PRIOR_FILE, PRIOR_RANK
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,17 @@ class EvalOptions:
     prompts_file: str | None = None  # one prompt per line, instead of the shipped prose
     threads: int | None = None
     prior_samples: int = PRIOR_SAMPLES
+    weights: str = "fp32"  # int4: the sparse models and a second reference, the int4 dense model
+    blocks: tuple[int, ...] | None = None  # neurons per selection candidate; None: 1 for fp32, 32 for int4
 
     def __post_init__(self):
+        from glass_onnx.compiler.export import check_forms
+
+        check_forms("onnx", self.weights)
+        if self.blocks is None:
+            self.blocks = (INT4_BLOCK,) if self.weights == "int4" else (1,)
+        if any(b != 1 for b in self.blocks) and self.weights == "fp32":
+            raise GlassError("--blocks other than 1 apply to --weights int4")
         for name in self.methods:
             get_method(name)
         for s in self.sparsities:
@@ -70,24 +81,27 @@ class Config:
     sparsity: float
     lam: float
     fusion: str = "rank"
+    block: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.method} s={self.sparsity:g} lam={self.lam:g} {self.fusion}"
+        return f"{self.method} s={self.sparsity:g} lam={self.lam:g} {self.fusion}" + \
+            (f" blocks of {self.block}" if self.block > 1 else "")
 
 
-def configs(methods, sparsities, lams, fusions, default_lam) -> list[Config]:
+def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,)) -> list[Config]:
     out = []
     for name in methods:
         method = get_method(name)
         if method.name == "dense":
-            out.append(Config("dense", 0.0, 1.0))
+            out.append(Config("dense", 0.0, 1.0, block=blocks[0]))
             continue
         for s in sparsities:
-            if method.lam is not None:
-                out.append(Config(name, s, method.lam))
-            else:
-                out += [Config(name, s, lam, f) for lam in (lams or [default_lam]) for f in fusions]
+            for b in blocks:
+                if method.lam is not None:
+                    out.append(Config(name, s, method.lam, block=b))
+                else:
+                    out += [Config(name, s, lam, f, b) for lam in (lams or [default_lam]) for f in fusions]
     return out
 
 
@@ -101,12 +115,16 @@ def _pad_left(seqs: list[tuple[int, ...]], pad: int) -> tuple[np.ndarray, np.nda
 
 
 class Evaluator:
-    """Runs the grid over prompts in small left-padded batches."""
+    """Runs the grid over prompts in small left-padded batches, on the reference sessions of one compiled artifact per
+    (fusion, block); with ``int4_dense_dir`` every configuration is also compared with the int4 dense model."""
 
-    def __init__(self, dense_dir: Path, artifacts: dict[str, Path], priors: dict[str, np.ndarray], gen_len: int,
-                 threads: int | None = None):
+    def __init__(self, dense_dir: Path, artifacts: dict[tuple[str, int], Path], priors: dict[str, np.ndarray],
+                 gen_len: int, threads: int | None = None, int4_dense_dir: Path | None = None):
         self.dense = Decoder(dense_dir, threads=threads)
-        self.sparse = {fusion: Decoder(path, threads=threads) for fusion, path in artifacts.items()}
+        self.int4_dense = Decoder(int4_dense_dir, threads=threads) if int4_dense_dir else None
+        self.sparse = {key: Decoder(path, threads=threads) for key, path in artifacts.items()}
+        # an int4 artifact orders its neurons by a prior (passes/permute_neurons.py): ids are in that order
+        self.orders = {key: np.load(path / PRIOR_FILE)["order"] for key, path in artifacts.items()}
         self.priors = priors  # method prior name -> ranks [layers, I]
         self.gen_len = gen_len
         model = self.dense.model
@@ -145,46 +163,63 @@ class Evaluator:
         return decoder.decode(state, tokens[:, :-1]), kept
 
     def keep(self, config: Config) -> int:
-        return keep_count(config.sparsity, self.size)
+        return keep_count(config.sparsity, self.size, config.block)
+
+    def artifact(self, config: Config) -> Decoder:
+        return self.sparse[(config.fusion, config.block)]
 
     def overrides(self, config: Config) -> dict:
-        """The prefill inputs that turn the one compiled artifact into this configuration."""
+        """The prefill inputs that turn the artifact of the config's fusion and block into this configuration: the
+        method's prior ranks in the artifact's neuron order (of its blocks, for blocks), lam and k."""
         method = get_method(config.method)
         prior = self.priors[method.prior] if method.prior else np.zeros((self.layers, self.size), np.float32)
+        prior = np.take_along_axis(prior, self.orders[(config.fusion, config.block)], axis=1)
+        if config.block > 1:
+            prior = block_prior_rank(prior, config.block)
         return {PRIOR_RANK: prior, LAM: np.array(config.lam, np.float32), KEEP: np.array([self.keep(config)], np.int64)}
 
     # -- one batch ----------------------------------------------------------------------------------------
     def run_batch(self, prompts, grid: list[Config]) -> dict:
         tokens, live = self.continuation(prompts)
         dense_logits, _ = self._teacher_forced(self.dense, prompts, tokens)
+        int4_logits = self._teacher_forced(self.int4_dense, prompts, tokens)[0] if self.int4_dense else None
         targets, target_mask = tokens[:, 1:], live[:, 1:]
         results = {}
         oracle = {}
         for config in grid:
             k = self.keep(config)
-            logits, kept = self._teacher_forced(self.sparse[config.fusion], prompts, tokens, self.overrides(config))
-            if k not in oracle:
-                oracle[k] = self.oracle_sets(prompts, tokens, live, k)
+            logits, kept = self._teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config))
+            if (k, config.block) not in oracle:
+                oracle[(k, config.block)] = self.oracle_sets(prompts, tokens, live, k, config.block)
             per_prompt = []
             for i in range(len(prompts)):
                 m = token_metrics(dense_logits[i], logits[i], targets[i], target_mask[i])
-                m["jaccard"] = [jaccard(kept[layer][i], oracle[k][layer][i]) for layer in range(len(kept))]
+                if int4_logits is not None:  # against the int4 dense model: what int4 sparsity itself costs
+                    vs_int4 = token_metrics(int4_logits[i], logits[i], targets[i], target_mask[i])
+                    m.update(kl_int4=vs_int4["kl"], top1_int4=vs_int4["top1"])
+                m["jaccard"] = [jaccard(kept[layer][i], oracle[(k, config.block)][layer][i])
+                                for layer in range(len(kept))]
                 per_prompt.append(m)
             results[config] = per_prompt
         return results
 
-    def oracle_sets(self, prompts, tokens, live, k):
-        """Top-k of the local statistic over prompt + continuation (GRIFFIN with hindsight)."""
+    def oracle_sets(self, prompts, tokens, live, k, block: int = 1):
+        """Top-k of the local statistic over prompt + continuation (GRIFFIN with hindsight), in the artifact's
+        neuron order and blocks."""
         seqs = [tuple(p.ids) + tuple(tokens[i][live[i].astype(bool)]) for i, p in enumerate(prompts)]
         ids, mask = _pad_left(seqs, self.pad)
-        decoder = self.sparse["rank"] if "rank" in self.sparse else next(iter(self.sparse.values()))
+        griffin = Config("griffin", 1 - k / self.size, 1.0, "rank" if ("rank", block) in self.sparse else
+                         next(f for f, b in self.sparse if b == block), block)
+        decoder = self.artifact(griffin)
         state = decoder.new_state(len(prompts))
-        decoder.prefill(state, ids, mask, overrides=self.overrides(Config("griffin", 1 - k / self.size, 1.0)))
+        decoder.prefill(state, ids, mask, overrides=self.overrides(griffin))
         return decoder.kept_neurons(state)
 
 
 def aggregate(per_prompt: list[dict]) -> dict:
-    totals = {key: sum(m[key] for m in per_prompt) for key in ("nll", "kl", "top1", "tokens", "dense_nll")}
+    int4 = ("kl_int4", "top1_int4") if "kl_int4" in per_prompt[0] else ()
+    keys = ("nll", "kl", "top1", "tokens", "dense_nll", *int4)
+    totals = {key: sum(m[key] for m in per_prompt) for key in keys}
     out = summarise(totals)
     out["jaccard_by_layer"] = np.mean([m["jaccard"] for m in per_prompt], axis=0).round(4).tolist()
     out["jaccard"] = float(np.mean(out["jaccard_by_layer"]))
@@ -213,7 +248,8 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     # teacher forcing runs batches of multi-token steps: the standard attention ops take them, GroupQueryAttention not
     dense, source = dense_artifact(model, attention="onnx")
     manifest = load_manifest(dense)
-    grid = configs(options.methods, options.sparsities, options.lams, options.fusions, default_lam(recipe_of(manifest)))
+    grid = configs(options.methods, options.sparsities, options.lams, options.fusions, default_lam(recipe_of(manifest)),
+                   options.blocks)
     codec = TextCodec(dense, manifest["tokenizer"])
     instruct = bool(manifest["tokenizer"]["instruct"])
     prompts = file_prompts(codec, options.prompts_file, instruct) if options.prompts_file else \
@@ -232,10 +268,12 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
             values, _ = global_prior(manifest, source, method, CompileOptions(prior_samples=options.prior_samples))
             priors[method.prior] = ranks(values)
         artifacts = {}
-        for fusion in sorted({c.fusion for c in grid} | {DEFAULT_FUSION}):
-            artifacts[fusion] = compile_model(str(dense), tmp / "artifacts" / fusion,
-                                              CompileOptions(method="griffin", sparsity=0.5, fusion=fusion))
-        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads)
+        for fusion, block in sorted({(c.fusion, c.block) for c in grid} | {(DEFAULT_FUSION, options.blocks[0])}):
+            artifacts[(fusion, block)] = compile_model(
+                str(dense), tmp / "artifacts" / f"{fusion}-{block}",
+                CompileOptions(method="griffin", sparsity=0.5, fusion=fusion, weights=options.weights, block=block))
+        int4_dense = dense_artifact(model, attention="onnx", weights="int4")[0] if options.weights == "int4" else None
+        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense)
         per_config: dict[Config, list] = {c: [] for c in grid}
         by_bucket: dict[tuple, list] = {}
         batches = [prompts[i : i + evaluator.batch] for i in range(0, len(prompts), evaluator.batch)]
@@ -248,6 +286,7 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
         shutil.rmtree(tmp / "artifacts")
         result = {
             "model": manifest["model"]["name"], "split": options.split, "gen_len": options.gen_len,
+            "weights": options.weights,
             "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source}
                         for p in prompts],
             "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
@@ -275,7 +314,7 @@ def free_running_samples(evaluator: Evaluator, codec, prompts, grid, n_prompts: 
             if config.method == "dense":
                 decoder, overrides = evaluator.dense, None
             else:
-                decoder, overrides = evaluator.sparse[config.fusion], evaluator.overrides(config)
+                decoder, overrides = evaluator.artifact(config), evaluator.overrides(config)
             state = decoder.new_state()
             logits = decoder.prefill(state, np.array([p.ids]), overrides=overrides)
             out = []

@@ -29,8 +29,11 @@ def token_metrics(dense_logits: np.ndarray, sparse_logits: np.ndarray, targets: 
 def summarise(totals: dict) -> dict:
     """Corpus-level figures from summed token metrics: perplexity, mean KL, top-1 agreement."""
     n = max(totals["tokens"], 1)
-    return {"ppl": float(np.exp(totals["nll"] / n)), "kl": totals["kl"] / n, "top1": totals["top1"] / n,
-            "dense_ppl": float(np.exp(totals["dense_nll"] / n)), "tokens": totals["tokens"]}
+    out = {"ppl": float(np.exp(totals["nll"] / n)), "kl": totals["kl"] / n, "top1": totals["top1"] / n,
+           "dense_ppl": float(np.exp(totals["dense_nll"] / n)), "tokens": totals["tokens"]}
+    if "kl_int4" in totals:  # the same against the int4 dense model
+        out.update(kl_int4=totals["kl_int4"] / n, top1_int4=totals["top1_int4"] / n)
+    return out
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,35 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+INT4_NOTE = " of int4 artifacts (KL against the fp32 dense model, and against the int4 dense model)"
+
 
 def _label(r: dict) -> str:
+    block = f", blocks of {r['block']}" if r.get("block", 1) > 1 else ""
     if r["method"] in ("a-glass", "i-glass"):
-        return f"{r['method']} (lam {r['lam']:g}, {r['fusion']})"
-    return r["method"]
+        return f"{r['method']} (lam {r['lam']:g}, {r['fusion']}{block})"
+    return r["method"] + (f" ({block[2:]})" if block else "")
 
 
-def headline(results: list[dict]) -> list[str]:
-    """GLASS vs GRIFFIN at each sparsity: relative change in perplexity and KL (negative = GLASS better)."""
+def headline(results: list[dict], kl: str = "kl") -> list[str]:
+    """GLASS vs GRIFFIN (of the same selection block) at each sparsity: relative change in perplexity and KL
+    (negative = GLASS better); ``kl``: kl (against fp32 dense) or kl_int4 (against int4 dense)."""
     lines = []
     for s in sorted({r["sparsity"] for r in results if r["method"] == "griffin"}):
-        griffin = next(r for r in results if r["method"] == "griffin" and r["sparsity"] == s)
         for r in results:
-            if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s:
+            griffin = next((g for g in results if g["method"] == "griffin" and g["sparsity"] == s and
+                            g.get("block", 1) == r.get("block", 1)), None)
+            if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s and griffin:
                 dp = (r["ppl"] - griffin["ppl"]) / griffin["ppl"] * 100
-                dk = (r["kl"] - griffin["kl"]) / griffin["kl"] * 100
+                dk = (r[kl] - griffin[kl]) / griffin[kl] * 100
                 lines.append(f"| {s:g} | {_label(r)} | {r['ppl']:.2f} vs {griffin['ppl']:.2f} ({dp:+.1f}%) | "
-                             f"{r['kl']:.4f} vs {griffin['kl']:.4f} ({dk:+.1f}%) |")
+                             f"{r[kl]:.4f} vs {griffin[kl]:.4f} ({dk:+.1f}%) |")
     if not lines:
         return []
     return ["| sparsity | method | perplexity vs GRIFFIN | KL vs GRIFFIN |", "|---|---|---|---|", *lines]
 
 
 def table(results: list[dict]) -> list[str]:
-    rows = ["| method | sparsity | lam | fusion | perplexity | KL(dense‖sparse) | top-1 agree | Jaccard vs oracle |",
-            "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r["sparsity"], r["method"], r["lam"], r["fusion"])):
-        rows.append(f"| {r['method']} | {r['sparsity']:g} | {r['lam']:g} | {r['fusion']} | {r['ppl']:.3f} | "
-                    f"{r['kl']:.4f} | {r['top1']:.3f} | {r['jaccard']:.3f} |")
+    int4 = "kl_int4" in results[0]
+    rows = ["| method | sparsity | lam | fusion | block | perplexity | KL(dense‖sparse) | top-1 agree | "
+            + ("KL(int4 dense‖sparse) | top-1 vs int4 dense | " if int4 else "") + "Jaccard vs oracle |",
+            "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if int4 else "")]
+    for r in sorted(results, key=lambda r: (r["sparsity"], r["method"], r["lam"], r["fusion"], r.get("block", 1))):
+        versus_int4 = f"{r['kl_int4']:.4f} | {r['top1_int4']:.3f} | " if int4 else ""
+        rows.append(f"| {r['method']} | {r['sparsity']:g} | {r['lam']:g} | {r['fusion']} | {r.get('block', 1)} | "
+                    f"{r['ppl']:.3f} | {r['kl']:.4f} | {r['top1']:.3f} | {versus_int4}{r['jaccard']:.3f} |")
     return rows
 
 
@@ -83,7 +91,10 @@ def write_report(result: dict, out: Path, samples_md: str) -> None:
     lines = [f"# Evaluation of {result['model']}", "",
              f"{len(result['prompts'])} prompts ({result['split']} split; buckets {', '.join(buckets)}), reference = "
              f"dense greedy continuation of up to {result['gen_len']} tokens, teacher-forced through the compiled "
-             f"sessions. {result['seconds']:.0f} s.", "", "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",
+             f"sessions{INT4_NOTE if result.get('weights') == 'int4' else ''}. {result['seconds']:.0f} s.", "",
+             "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",
+             *(["## GLASS vs GRIFFIN, against the int4 dense model", "", *headline(result["results"], "kl_int4"), ""]
+               if result.get("weights") == "int4" else []),
              "## All configurations", "", *table(result["results"]), ""]
     files = plots(result, out)
     lines += ["## Plots", ""] + [f"![{f}]({f})" for f in files] + ["", "## Free-running greedy samples", "", samples_md]
