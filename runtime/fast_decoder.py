@@ -199,5 +199,5 @@ class CompactSessionDecoder(PromptSessions):
                     np.ascontiguousarray(self._view(full[f"down_{what}"])[:, quant_blocks])
             self._release(list(full.values()))
         values = {name: self._value(array) for name, array in arrays.items()}
-        session = create_session(self.template, self.provider, self.threads, initializers=values)
+        session = create_session(self.template, self.provider, self.threads, initializers=values, optimize=False)
         return DecodePlan(session, {}, keep_alive=[values, arrays])
