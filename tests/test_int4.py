@@ -5,23 +5,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch_reference import dequantised_torch_model, permuted_dequantised_twin
 
 from glass_onnx.passes.quantize_weights import Int4Settings, dequantize_int4, quantize_int4
 from glass_onnx.runtime import Decoder, load_manifest
-
-
-def dequantised_torch_model(model):
-    """A copy of ``model`` whose every Linear weight (and the tied embedding) is its int4 round trip."""
-    import copy
-
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for module in twin.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight.numpy().T  # [K, N] as the ONNX MatMul reads it
-                packed, scales = quantize_int4(w, Int4Settings())
-                module.weight.copy_(torch.from_numpy(dequantize_int4(packed, scales, w.shape[0]).T))
-    return twin
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +68,6 @@ def test_int4_export_matches_torch_with_the_same_weights(tiny_int4, tiny_model):
 
 
 PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])
-
-
-def permuted_dequantised_twin(model, order):
-    """The torch model with each layer's FFN neurons put in ``order`` and every Linear weight int4 round-tripped: what
-    an int4 GLASS artifact computes (up to MatMulNBits' int8 activations)."""
-    import copy
-
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for layer, o in zip(twin.model.layers, order):
-            mlp, o = layer.mlp, torch.as_tensor(o)
-            mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[o])
-            mlp.up_proj.weight.copy_(mlp.up_proj.weight[o])
-            mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, o])
-    return dequantised_torch_model(twin)
 
 
 def test_int4_dense_method_reproduces_the_int4_dense_export(tiny_int4, tiny_compiled):

@@ -3,6 +3,7 @@
 Dense: ORT logits match torch within 1e-3 for a 20-token prefill and 16 one-token decode steps, and greedy
 generation of 64 tokens equals transformers' generate. GLASS: sparsity 0 reproduces dense, the neurons chosen in
 ORT equal the torch reference's (up to float near-ties), and sparse decode matches GRIFFIN-style slicing.
+int4: the 4-bit export is the model with int4 round-tripped weights; int4 GLASS's blocks and decode match that model's.
 """
 
 import numpy as np
@@ -148,3 +149,63 @@ def test_fast_layout_matches_the_reference_layout(real):
         token = np.array([[int(np.argmax(b[0, -1]))]])
         a, b = fast.decode(s_fast, token), ref.decode(s_ref, token)
         assert np.abs(a - b).max() < 1e-3
+
+
+def test_int4_export_is_torch_with_int4_weights(real):
+    """The 4-bit export computes the model whose weights are their int4 round trip, up to MatMulNBits' int8
+    activations: far closer to that model than the fp32 model is."""
+    from glass_onnx.compiler.export import dense_artifact
+
+    ids = np.array([(prompt_ids(real) * 3)[:20]])
+    decoder = Decoder(dense_artifact(real["name"], weights="int4")[0], threads=2)
+    state = decoder.new_state()
+    logits = decoder.prefill(state, ids)
+    twin = reference.dequantised_torch_model(real["model"])
+    with torch.no_grad():
+        out = twin(torch.tensor(ids), use_cache=True)
+        plain = real["model"](torch.tensor(ids)).logits.numpy()
+    want = out.logits.numpy()
+    assert np.abs(logits - want).max() < 0.25 * np.abs(plain - want).max()
+    assert np.mean(logits.argmax(-1) == want.argmax(-1)) >= 0.9
+    for _ in range(8):
+        token = np.array([[int(np.argmax(logits[0, -1]))]])
+        logits = decoder.decode(state, token)
+        with torch.no_grad():
+            out = twin(torch.tensor(token), cache=out.cache, use_cache=True)
+        assert np.abs(logits - out.logits.numpy()).max() < 0.1 * np.abs(want).max()
+
+
+def test_int4_glass_selects_blocks_and_decodes_as_the_sliced_int4_model(real):
+    """int4 A-GLASS: ORT's blocks are the math's on ORT's statistic and (but for int8-activation near-ties) on the
+    torch twin's; the per-prompt compact session, the reference layout and the sliced torch twin decode alike."""
+    from glass_onnx.runtime import open_decoder
+
+    artifact = compiled(real, method="a-glass", sparsity=0.5, weights="int4")
+    glass, prior = load_manifest(artifact)["glass"], np.load(artifact / "prior.npz")
+    ids = prompt_ids(real)
+    fast, ref = open_decoder(artifact, threads=2), open_decoder(artifact, layout="reference", threads=2)
+    assert type(fast).__name__ == "CompactSessionDecoder"
+    s_fast, s_ref = fast.new_state(), ref.new_state()
+    a, b = fast.prefill(s_fast, np.array([ids])), ref.prefill(s_ref, np.array([ids]))
+    assert np.array_equal(a, b)
+    kept = np.stack(ref.kept_neurons(s_ref), axis=1)[0]
+    assert all(np.array_equal(x, y) for x, y in zip(fast.kept_neurons(s_fast), ref.kept_neurons(s_ref)))
+    ort_stats = np.stack([v.numpy() for v in s_ref.neuron_stats], axis=1)[0]
+    assert np.array_equal(kept, glass_math.select(ort_stats, prior["rank"], glass["lam"], glass["k"], block=32))
+    twin = reference.permuted_dequantised_twin(real["model"], prior["order"])
+    ref_stats = reference.local_stats(twin, [ids])[0]
+    assert np.abs(ort_stats - ref_stats).max() < 0.05 * ref_stats.max()
+    ref_kept = glass_math.select(ref_stats, prior["rank"], glass["lam"], glass["k"], block=32)
+    differing = sum(len(np.setxor1d(x // 32, y // 32)) for x, y in zip(kept, ref_kept))
+    assert differing <= 0.02 * kept.size / 32, f"{differing} blocks differ of {kept.size // 32}"
+    for _ in range(8):
+        token = np.array([[int(np.argmax(b[0, -1]))]])
+        a, b = fast.decode(s_fast, token), ref.decode(s_ref, token)
+        # MatMulNBits multiplies int8 activations, the reference layout floats: both the same kept 4-bit weights
+        assert np.abs(a - b).max() < 0.06 * np.abs(b).max()
+    continuation = real["tokenizer"](" and the ships that never came home", add_special_tokens=False)["input_ids"]
+    state = ref.new_state()
+    ref.prefill(state, np.array([ids]))
+    logits = ref.decode(state, np.array([continuation]))[0]
+    want = reference.sparse_continuation_logits(twin, ids, continuation, np.stack(ref.kept_neurons(state), 1)[0])
+    assert np.abs(logits - want).max() < 0.06 * np.abs(want).max()

@@ -1,6 +1,7 @@
 """Eager PyTorch reference of GLASS for the tests: the statistic from forward hooks on the torch model, and sparse
-decoding with the FFN weights sliced to the kept neurons (GRIFFIN-style), independent of the ONNX graphs. The
-selection itself is passes/glass_math.py's."""
+decoding with the FFN weights sliced to the kept neurons (GRIFFIN-style), independent of the ONNX graphs, and
+twins of the model with its weights int4 round-tripped (what an int4 artifact computes). The selection itself is
+passes/glass_math.py's."""
 
 from __future__ import annotations
 
@@ -62,3 +63,38 @@ def sparse_continuation_logits(model, prompt_ids, continuation_ids, kept: np.nda
             cont = torch.as_tensor([list(continuation_ids)])
             logits = model(input_ids=cont, cache=out.cache, use_cache=True).logits
     return logits[0].numpy()
+
+
+def dequantised_torch_model(model):
+    """A copy of ``model`` whose every Linear weight (and the tied embedding) is its int4 round trip."""
+    import copy
+
+    import torch
+
+    from glass_onnx.passes.quantize_weights import Int4Settings, dequantize_int4, quantize_int4
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in twin.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight.numpy().T  # [K, N] as the ONNX MatMul reads it
+                packed, scales = quantize_int4(w, Int4Settings())
+                module.weight.copy_(torch.from_numpy(dequantize_int4(packed, scales, w.shape[0]).T))
+    return twin
+
+
+def permuted_dequantised_twin(model, order):
+    """The torch model with each layer's FFN neurons put in ``order`` and every Linear weight int4 round-tripped: what
+    an int4 GLASS artifact computes (up to MatMulNBits' int8 activations)."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, o in zip(twin.model.layers, order):
+            mlp, o = layer.mlp, torch.as_tensor(o)
+            mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[o])
+            mlp.up_proj.weight.copy_(mlp.up_proj.weight[o])
+            mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, o])
+    return dequantised_torch_model(twin)
