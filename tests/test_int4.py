@@ -173,3 +173,23 @@ def test_int4_fast_layout_decodes_on_the_masked_prompt_session_until_its_own_is_
     assert s_bg.plan is not masked and s_bg.plan.session is not background.decoder_session
     want = [direct.decode(s_direct, np.array([[t]])) for t in (3, 99)]
     assert np.abs(first - want[0]).max() < 1e-4 and np.abs(second - want[1]).max() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["random", "global-a", "global-i", "i-glass"])
+def test_every_method_compiles_to_int4_and_decodes_on_its_blocks(tiny_compiled, method):
+    """The static sets and I-GLASS too: whole blocks of the artifact's neuron order, the fast layout equal to the
+    reference layout's tokens."""
+    from glass_onnx.runtime import Generator, open_decoder
+
+    artifact = tiny_compiled(method=method, sparsity=0.5, weights="int4")
+    glass, prior = load_manifest(artifact)["glass"], np.load(artifact / "prior.npz")
+    assert glass["block"] == 32 and glass["k"] == 64  # 48 neurons rounded up to whole blocks
+    assert all(np.array_equal(np.sort(o), np.arange(96)) for o in prior["order"])  # a permutation per layer
+    decoder = open_decoder(artifact)
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT)
+    kept = np.stack(decoder.kept_neurons(state), axis=1)[0]
+    assert np.all(kept.reshape(3, -1, 32) % 32 == np.arange(32))
+    prompt = PROMPT[0].tolist()
+    assert Generator(artifact).generate(prompt, 6).tokens == Generator(artifact, layout="reference").generate(
+        prompt, 6).tokens
