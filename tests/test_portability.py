@@ -47,3 +47,18 @@ def test_int4_graphs_are_portable_and_inspectable(tiny_compiled, tiny_dense):
     text = describe(artifact)
     assert "glass int4 artifact" in text and "IndexedSwiGLUInt4 x3 (one per layer)" in text
     assert "[fast compact_decoder] decode_compact.onnx" in text and "NOT PORTABLE" not in text
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_ep_parity_check_runs_both_layouts(tiny_compiled, weights, capsys):
+    """The GPU check's parity tool, here CPU against CPU: both layouts, every logit and greedy token agreeing."""
+    import json
+
+    from glass_onnx.tools.ep_parity import main
+
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights=weights)
+    assert main([str(artifact), "--provider", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in results] == [True, True] and results[0]["greedy_tokens_agreeing"] == "16/16"
+    fast = "FastDecoder" if weights == "fp32" else "CompactSessionDecoder"
+    assert {r["layout"] for r in results} == {"Decoder", fast}

@@ -1,5 +1,9 @@
 """Check that an artifact gives the same logits and greedy tokens on another execution provider as on the CPU.
 
+fp32 artifacts must agree within 1e-2 in every logit and in every greedy token. int4 artifacts within 5% of the
+largest logit and in 90% of the greedy tokens: the CPU's MatMulNBits multiplies int8-quantised activations
+(accuracy_level 4), other providers' float ones, so near-ties may flip.
+
 Run: python -m glass_onnx.tools.ep_parity ARTIFACT [ARTIFACT ...] --provider cuda
 """
 
@@ -11,7 +15,7 @@ import sys
 
 import numpy as np
 
-from glass_onnx.runtime import Generator, GlassError, open_decoder
+from glass_onnx.runtime import Generator, GlassError, load_manifest, open_decoder
 
 
 def parity(artifact: str, provider: str, layout: str, steps: int = 16) -> dict:
@@ -21,17 +25,19 @@ def parity(artifact: str, provider: str, layout: str, steps: int = 16) -> dict:
     ids = np.array([generator.encode("Write a short story about a lighthouse.")])
     a, b = cpu.new_state(), other.new_state()
     la, lb = cpu.prefill(a, ids), other.prefill(b, ids)
-    worst = float(np.abs(la - lb).max())
+    worst, scale = float(np.abs(la - lb).max()), float(np.abs(la).max())
     same_kept = all(np.array_equal(x, y) for x, y in zip(cpu.kept_neurons(a), other.kept_neurons(b)))
-    same_tokens = True
+    agree = 0
     for _ in range(steps):
         ta, tb = int(la[0, -1].argmax()), int(lb[0, -1].argmax())
-        same_tokens &= ta == tb
+        agree += ta == tb
         la, lb = cpu.decode(a, np.array([[ta]])), other.decode(b, np.array([[ta]]))
-        worst = max(worst, float(np.abs(la - lb).max()))
+        worst, scale = max(worst, float(np.abs(la - lb).max())), max(scale, float(np.abs(la).max()))
+    int4 = load_manifest(artifact)["weights"] == "int4"
+    tolerance, needed = (0.05 * scale, 0.9 * steps) if int4 else (1e-2, steps)
     return {"artifact": artifact, "provider": provider, "layout": type(cpu).__name__, "max_abs_logit_diff": worst,
-            "same_kept_neurons": same_kept,
-            "same_greedy_tokens": same_tokens}
+            "tolerance": tolerance, "same_kept_neurons": same_kept, "greedy_tokens_agreeing": f"{agree}/{steps}",
+            "ok": worst < tolerance and agree >= needed}
 
 
 def main(argv=None) -> int:
@@ -45,7 +51,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(results, indent=1))
-    return 0 if all(r["max_abs_logit_diff"] < 1e-2 and r["same_greedy_tokens"] for r in results) else 1
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":
