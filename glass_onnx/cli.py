@@ -279,8 +279,9 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         for library in ("onnx_ir", "onnxscript"):  # pass-by-pass notes ("Removed 17 unused nodes")
             logging.getLogger(library).setLevel(logging.WARNING)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        if quiet:  # read when transformers is first imported, after this
+        if quiet:  # read when transformers (and tqdm, for its GGUF loader's bar) is first used, after this
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,3 +21,20 @@ def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
         for figure, ratio in (("ttft_ms_all", "ttft_vs_dense"), ("decode_tok_s_all", "decode_vs_dense")):
             per_round = [a / b for a, b in zip(r[figure], d[figure])]
             assert r[ratio] == round(sum(per_round) / 2, 3), (name, ratio)
+
+
+def test_ratios_divide_by_the_dense_model_of_the_same_weights_and_by_genai():
+    from glass_onnx.tools.bench import add_paired_ratios
+
+    def row(variant, weights, tok_s, threads=1):
+        return {"variant": variant, "threads": threads, "weights": weights, "decode_tok_s_all": tok_s,
+                "ttft_ms_all": [10.0, 10.0]}
+
+    runs = [row("dense fp32", "fp32", [40.0, 50.0]), row("a-glass 0.5 fp32", "fp32", [60.0, 60.0]),
+            row("dense int4", "int4", [100.0, 120.0]), row("a-glass 0.5 int4", "int4", [150.0, 120.0]),
+            row("onnxruntime-genai", "int4", [125.0, 100.0]), row("dense fp32", "fp32", [80.0, 80.0], threads=2)]
+    add_paired_ratios(runs)
+    assert runs[1]["decode_vs_dense"] == 1.35 and runs[3]["decode_vs_dense"] == 1.25  # (1.5 + 1.0) / 2
+    assert runs[4]["decode_vs_dense"] == 1.042  # genai's int4 build against our int4 dense: (1.25 + 0.833) / 2
+    assert runs[3]["decode_vs_genai"] == 1.2 and runs[2]["decode_vs_genai"] == 1.0
+    assert "decode_vs_genai" not in runs[5] and runs[5]["decode_vs_dense"] == 1.0  # no genai at 2 threads

@@ -1,8 +1,9 @@
 """`glass-onnx bench`: dense vs GLASS decode speed, time to first token, prefill latency and peak RSS.
 
 Variants run interleaved in one process, in reversed order every other round (A B C, C B A, ...) and with a pause
-before each (``SETTLE_S``), so machine noise and drift hit them alike; figures are medians, and ratios to dense are
-paired: the median over rounds of the ratio within a round.
+before each (``SETTLE_S``), so machine noise and drift hit them alike; figures are medians, and ratios are paired: the
+median over rounds of the ratio within a round. "vs dense" divides by our dense export of the same weight format
+(int4 GLASS by int4 dense), "vs genai" by onnxruntime-genai's build when one is given.
 Decode tok/s = generated tokens after the first / wall time from the first token to the last, so any per-prompt
 preparation of the decode path counts; that preparation (the fast layout's compact weights) is also reported
 alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess.
@@ -63,8 +64,11 @@ class GenaiRunner:
     """onnxruntime-genai on the same model and prompt, for comparison (optional)."""
 
     def __init__(self, directory: Path, threads: int):
+        import onnx
         import onnxruntime_genai as og
 
+        graph = onnx.load(Path(directory) / "model.onnx", load_external_data=False).graph
+        self.weights = "int4" if any(n.op_type == "MatMulNBits" for n in graph.node) else "fp32"
         config = og.Config(str(directory))
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads,
                                                                             "inter_op_num_threads": 1}}}}))
@@ -110,8 +114,7 @@ class BenchOptions:
 def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
                      attention: str = "ort", weights: tuple[str, ...] = ("fp32",)) -> dict[str, tuple[Path, str]]:
     """Per weight format, the dense export and one compile per sparsity, as bench variants {name: (artifact,
-    layout)}; names carry the format when there are several ("dense int4", "a-glass 0.5 int4"). The first format's
-    dense export is what the "vs dense" ratios divide by."""
+    layout)}; names carry the format when there are several ("dense int4", "a-glass 0.5 int4")."""
     from glass_onnx.compiler.artifact import cache_dir
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
@@ -184,7 +187,8 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
                 prefill[name][n] = round(statistics.median(times), 2)
         for name in generators:
             s = samples[name]
-            row = {"variant": name, "threads": threads,
+            weights = g.weights if isinstance(g, GenaiRunner) else g.decoder.manifest["weights"]
+            row = {"variant": name, "threads": threads, "weights": weights,
                    "decode_tok_s": round(statistics.median(s["decode_tok_s"]), 2),
                    "ttft_ms": round(statistics.median(s["ttft_ms"]), 2),
                    "decode_prep_ms": prep.get(name),
@@ -195,25 +199,37 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
                 row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
             report["runs"].append(row)
         del generators
-    first = next(iter(variants))  # the dense export of the first weight format
-    base = {r["threads"]: r for r in report["runs"] if r["variant"] == first}
-    for r in report["runs"]:
-        if r["threads"] in base:  # paired: the median over rounds of the ratio within each round
-            b = base[r["threads"]]
-            r["decode_vs_dense"] = round(statistics.median(map(operator.truediv, r["decode_tok_s_all"],
-                                                               b["decode_tok_s_all"])), 3)
-            r["ttft_vs_dense"] = round(statistics.median(map(operator.truediv, r["ttft_ms_all"], b["ttft_ms_all"])), 3)
+    add_paired_ratios(report["runs"])
     return report
 
 
+def paired(rows: list[dict], base: dict, key: str) -> float:
+    """The median over rounds of the ratio within each round."""
+    return round(statistics.median(map(operator.truediv, rows[key], base[key])), 3)
+
+
+def add_paired_ratios(runs: list[dict]) -> None:
+    """decode/TTFT vs our dense export of the row's weight format (or the first dense there is), decode vs genai."""
+    for r in runs:
+        peers = [b for b in runs if b["threads"] == r["threads"]]
+        dense = [b for b in peers if b["variant"].startswith("dense")]
+        base = next((b for b in dense if b["weights"] == r["weights"]), dense[0] if dense else None)
+        if base:
+            r["decode_vs_dense"] = paired(r, base, "decode_tok_s_all")
+            r["ttft_vs_dense"] = paired(r, base, "ttft_ms_all")
+        genai = next((b for b in peers if b["variant"] == "onnxruntime-genai"), None)
+        if genai:
+            r["decode_vs_genai"] = paired(r, genai, "decode_tok_s_all")
+
+
 def format_table(report: dict) -> str:
-    rows = ["| variant | threads | decode tok/s | vs dense | TTFT ms | vs dense | decode prep ms | peak RSS MB | "
-            "prefill ms by prompt length |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | threads | decode tok/s | vs dense | vs genai | TTFT ms | vs dense | decode prep ms | "
+            "peak RSS MB | prefill ms by prompt length |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         prefill = ", ".join(f"{n}: {ms}" for n, ms in (r.get("prefill_ms_by_length") or {}).items())
         rows.append(f"| {r['variant']} | {r['threads']} | {r['decode_tok_s']} | {r.get('decode_vs_dense', '')} | "
-                    f"{r['ttft_ms']} | {r.get('ttft_vs_dense', '')} | {r.get('decode_prep_ms') or ''} | "
-                    f"{r.get('peak_rss_mb', '')} | {prefill} |")
+                    f"{r.get('decode_vs_genai', '')} | {r['ttft_ms']} | {r.get('ttft_vs_dense', '')} | "
+                    f"{r.get('decode_prep_ms') or ''} | {r.get('peak_rss_mb', '')} | {prefill} |")
     return "\n".join(rows)
 
 
