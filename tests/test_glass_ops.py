@@ -1,5 +1,7 @@
 """Each ai.glass function, run alone in ONNX Runtime, against the numpy GLASS math (passes/glass_math.py)."""
 
+import math
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -100,6 +102,18 @@ def test_plackett_luce_follows_a_ranking_both_lists_agree_on():
     np.testing.assert_array_equal(got[0], np.arange(8))
 
 
+def masked_ffn(activation, x, kept, wg, wu, wd):
+    """numpy: the dense GLU FFN of each batch row with every neuron outside that row's ``kept`` zeroed."""
+    act = {
+        "silu": lambda g: g / (1 + np.exp(-g)),
+        "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))),
+        "gelu": lambda g: 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2))),
+    }[activation]
+    mask = np.zeros((len(kept), wg.shape[1]), np.float32)
+    np.put_along_axis(mask, kept, 1, axis=1)
+    return (act(x @ wg) * (x @ wu) * mask[:, None]) @ wd
+
+
 @pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu"])
 def test_indexed_ffn_equals_dense_ffn_on_kept_neurons(activation):
     rng = np.random.default_rng(4)
@@ -109,17 +123,7 @@ def test_indexed_ffn_equals_dense_ffn_on_kept_neurons(activation):
     wd = rng.normal(size=(i, h)).astype(np.float32)
     kept = np.stack([np.sort(rng.choice(i, k, replace=False)) for _ in range(2)]).astype(np.int64)
     got = run_function(glass_ops.INDEXED_FFN[activation], x, kept, wg, wu, wd, rank=3)
-    import math
-    act = {
-        "silu": lambda g: g / (1 + np.exp(-g)),
-        "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))),
-        "gelu": lambda g: 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2))),
-    }[activation]
-    for b in range(2):
-        z = act(x[b] @ wg) * (x[b] @ wu)
-        mask = np.zeros(i, np.float32)
-        mask[kept[b]] = 1
-        np.testing.assert_allclose(got[b], (z * mask) @ wd, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, masked_ffn(activation, x, kept, wg, wu, wd), rtol=1e-4, atol=1e-4)
 
 
 def test_gather_kept_panels_matches_numpy():
@@ -142,8 +146,6 @@ def test_gather_kept_panels_matches_numpy():
 @pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu"])
 def test_indexed_int4_ffn_equals_the_dequantised_ffn_on_kept_neurons(activation):
     """The int4 indexed FFN reads only the kept neurons' 4-bit codes, exactly (checked against their dequantisation)."""
-    import math
-
     from glass_onnx.passes.quantize_weights import Int4Settings, dequantize_int4, quantize_int4
 
     rng = np.random.default_rng(6)
@@ -156,13 +158,4 @@ def test_indexed_int4_ffn_equals_the_dequantised_ffn_on_kept_neurons(activation)
     kept = np.stack([np.sort(rng.choice(i, k, replace=False)) for _ in range(2)]).astype(np.int64)
     arrays = [a for pair in quantised for a in pair]
     got = run_function(glass_ops.INDEXED_FFN_INT4[activation], x, kept, *arrays, rank=3)
-    act = {
-        "silu": lambda g: g / (1 + np.exp(-g)),
-        "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3))),
-        "gelu": lambda g: 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2))),
-    }[activation]
-    for b in range(2):
-        z = act(x[b] @ wg) * (x[b] @ wu)
-        mask = np.zeros(i, np.float32)
-        mask[kept[b]] = 1
-        np.testing.assert_allclose(got[b], (z * mask) @ wd, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got, masked_ffn(activation, x, kept, wg, wu, wd), rtol=1e-4, atol=1e-3)
