@@ -189,9 +189,9 @@ class CompactSessionDecoder(PromptSessions):
     def _compact_plan(self, kept: list[np.ndarray]) -> DecodePlan:
         """A decode session whose FFNs hold only the kept blocks, sliced from each layer's 4-bit weights (gate and up:
         the kept neurons' rows, stacked; down: the kept blocks along its neuron axis), as constant initializers."""
-        arrays = {}
+        arrays, block = {}, self.manifest["quantization"]["block_size"]
         for layer, (full, neurons) in enumerate(zip(self._full, kept)):  # neurons: whole kept blocks, ascending
-            quant_blocks = neurons[::32] // 32  # the down projection's 4-bit blocks along its neuron axis
+            quant_blocks = neurons[::block] // block  # the down projection's 4-bit blocks along its neuron axis
             for what in ("q", "scales"):
                 arrays[self.compact_names[f"gate_up_{what}"][layer]] = np.concatenate(
                     [self._view(full[f"{part}_{what}"])[neurons] for part in ("gate", "up")])

@@ -25,13 +25,16 @@ BREAKS = [
      "should be integer, not number"),
     ("ffn weights dtype", lambda m: m["fast"]["ffn_weights"][0]["down"].__setitem__("dtype", "int4"),
      'fast.ffn_weights[0].down.dtype should be one of "float32", "uint8", not "int4"'),
+    ("int4 without its quantisation", lambda m: m.__setitem__("weights", "int4"), "quantization is missing"),
 ]
 
 
 @pytest.fixture(scope="module")
 def manifests(tiny_dense, tiny_compiled):
     return {"dense": json.loads((tiny_dense / "manifest.json").read_text()),
-            "glass": json.loads((tiny_compiled(method="a-glass", sparsity=0.5) / "manifest.json").read_text())}
+            "glass": json.loads((tiny_compiled(method="a-glass", sparsity=0.5) / "manifest.json").read_text()),
+            "glass int4": json.loads((tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
+                                      / "manifest.json").read_text())}
 
 
 def test_schema_is_valid_draft_2020_12():
