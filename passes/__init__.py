@@ -3,12 +3,13 @@
 Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``,
 ``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``,
 ``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``GenaiKeptHandoffPass``,
-``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``, ``FFNActivationsPass``, ``CompactInt4FFNPass``), the FFN finder
-(``find_gated_ffns``, ``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``,
-``decode_pipeline``, ``fast_decoder_pipeline``, ``int4_pipeline``, ``int4_fast_decoder_pipeline``,
-``compact_decoder_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
-``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the GLASS math they implement
-(``glass_math``, numpy). Attributes load on first use, so ``glass_math`` alone needs only numpy.
+``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``, ``FFNActivationsPass``, ``CompactInt4FFNPass``,
+``DetachLMHeadPass``, ``LMHeadOnlyPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the pipelines that
+compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``, ``fast_decoder_pipeline``,
+``int4_pipeline``, ``int4_fast_decoder_pipeline``, ``compact_decoder_pipeline``, ``lm_head_pipeline``), the
+builders of the fast layout's small graphs (``build_select_model``, ``build_compact_model``), the ai.glass op
+definitions (``glass_ops``) and the GLASS math they implement (``glass_math``, numpy). Attributes load on first
+use, so ``glass_math`` alone needs only numpy.
 """
 
 from glass_onnx.runtime.lazy_exports import lazy_exports
@@ -24,7 +25,8 @@ _EXPORTS = {
     "compact_decoder_pipeline": "pipelines", "FFNActivationsPass": "ffn_activations",
     "CompactInt4FFNPass": "compact_int4", "build_select_model": "glass_graphs",
     "build_compact_model": "glass_graphs", "QuantizeWeightsPass": "quantize_weights",
-    "PermuteFFNNeuronsPass": "permute_neurons",
+    "PermuteFFNNeuronsPass": "permute_neurons", "DetachLMHeadPass": "lm_head", "LMHeadOnlyPass": "lm_head",
+    "lm_head_pipeline": "pipelines",
     "glass_ops": "glass_ops", "glass_math": "glass_math",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

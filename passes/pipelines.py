@@ -13,6 +13,7 @@ from glass_onnx.passes.ffn_inputs import CompactFFNInputsPass
 from glass_onnx.passes.genai_handoff import GenaiKeptHandoffPass
 from glass_onnx.passes.group_query_attention import GroupQueryAttentionPass
 from glass_onnx.passes.indexed_ffn import IndexedFFNPass
+from glass_onnx.passes.lm_head import DetachLMHeadPass, LMHeadOnlyPass
 from glass_onnx.passes.neuron_selection import SelectNeuronsPass
 from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
 from glass_onnx.passes.optional_outputs import OmitUnusedOutputsPass
@@ -75,11 +76,20 @@ def int4_pipeline(order: np.ndarray | None) -> ir.passes.PassManager:
 
 
 def int4_fast_decoder_pipeline() -> ir.passes.PassManager:
-    """int4 dense decoder -> the int4 fast layout's prompt session: the dense graph, FFN activations as outputs."""
-    return ir.passes.PassManager([FFNActivationsPass(), NameFixPass(), OmitUnusedOutputsPass()])
+    """int4 dense decoder -> the int4 fast layout's prompt session: the dense graph, FFN activations as outputs, the
+    final hidden states in place of the logits (the head runs apart)."""
+    return ir.passes.PassManager([FFNActivationsPass(), DetachLMHeadPass(), RemoveUnusedNodesPass(), NameFixPass(),
+                                  OmitUnusedOutputsPass()])
 
 
 def compact_decoder_pipeline(k: int) -> ir.passes.PassManager:
-    """int4 dense decoder -> the int4 fast layout's per-prompt decoder: FFNs on compact weights of k neurons."""
-    return ir.passes.PassManager([CompactInt4FFNPass(k), RemoveUnusedNodesPass(), NameFixPass(),
+    """int4 dense decoder -> the int4 fast layout's per-prompt decoder: FFNs on compact weights of k neurons, the
+    final hidden states in place of the logits."""
+    return ir.passes.PassManager([CompactInt4FFNPass(k), DetachLMHeadPass(), RemoveUnusedNodesPass(), NameFixPass(),
                                   OmitUnusedOutputsPass()])
+
+
+def lm_head_pipeline() -> ir.passes.PassManager:
+    """Dense decoder -> its LM head alone (hidden_states -> logits)."""
+    return ir.passes.PassManager([LMHeadOnlyPass(), RemoveUnusedNodesPass(), RemoveUnusedFunctionsPass(),
+                                  NameFixPass()])

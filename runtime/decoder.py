@@ -128,11 +128,15 @@ class Decoder:
         self.handoff_out = layer_names(glass["handoff"]["output"], n) if glass else []
         self.handoff_in = layer_names(glass["handoff"]["input"], n) if glass else []
 
+        # where a layout runs the LM head in a session of its own, the decoders output the hidden states instead
+        self.head_session, self.decoder_output = None, io["logits"]
         self._open_sessions(threads)
-        logits = next((o for o in self.decode_session.get_outputs() if o.name == io["logits"]), None)
+        logits = next((o for o in (self.head_session or self.decode_session).get_outputs() if o.name == io["logits"]),
+                      None)
         self.logits_dtype = np.float16 if logits is not None and logits.type == "tensor(float16)" else np.float32
         self.vocab = logits.shape[-1] if logits is not None and isinstance(logits.shape[-1], int) else \
             self.model["vocab_size"]
+        self.output_width = self.model["hidden_size"] if self.head_session else self.vocab
 
     def _open_sessions(self, threads: int | None) -> None:
         sessions = self.manifest["sessions"]
@@ -205,18 +209,18 @@ class Decoder:
             binding.bind_ortvalue_input(io["position_ids"], self._value(positions.astype(np.int64)))
         if reused and not outputs:
             # a fresh logits buffer each step (callers keep the arrays), and no wrapping of 2 x layers presents
-            logits = ort.OrtValue.ortvalue_from_shape_and_type([*input_ids.shape, self.vocab],
-                                                               self.logits_dtype, self.device, 0)
-            binding.bind_ortvalue_output(io["logits"], logits)
+            out = ort.OrtValue.ortvalue_from_shape_and_type([*input_ids.shape, self.output_width],
+                                                            self.logits_dtype, self.device, 0)
+            binding.bind_ortvalue_output(self.decoder_output, out)
             session.run_with_iobinding(binding)
             state.attention_mask = mask
-            return logits.numpy(), []
+            return self._logits(out), []
         if not reused:
             for name, value in [*zip(self.past_names, state.past), *(inputs or {}).items()]:
                 binding.bind_ortvalue_input(name, value)
             state.binding = (session, inputs, binding) if state.capacity and inputs is not None else None
         binding.clear_binding_outputs()
-        binding.bind_output(io["logits"], self.device)
+        binding.bind_output(self.decoder_output, self.device)
         for name, value in zip(self.present_names, state.past):
             if state.capacity:  # GroupQueryAttention appends to the buffer it reads: past and present are one
                 binding.bind_ortvalue_output(name, value)
@@ -230,7 +234,19 @@ class Decoder:
         state.attention_mask = mask
         if not state.capacity:
             state.past = list(values[1 : 1 + n])
-        return values[0].numpy(), list(values[1 + n :])
+        return self._logits(values[0]), list(values[1 + n :])
+
+    def _logits(self, output: ort.OrtValue) -> np.ndarray:
+        """The logits of a decoder call's output: itself, or the LM head session's logits of its hidden states."""
+        if self.head_session is None:
+            return output.numpy()
+        binding = self.head_session.io_binding()
+        binding.bind_ortvalue_input(self.decoder_output, output)
+        logits = ort.OrtValue.ortvalue_from_shape_and_type([*output.shape()[:-1], self.vocab], self.logits_dtype,
+                                                           self.device, 0)
+        binding.bind_ortvalue_output(self.io["logits"], logits)
+        self.head_session.run_with_iobinding(binding)
+        return logits.numpy()
 
     def _overrides(self, overrides: dict | None) -> dict:
         return {name: self._value(value) for name, value in (overrides or {}).items()}

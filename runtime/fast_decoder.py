@@ -12,7 +12,9 @@ neuron statistics and the kept neurons. They differ in how decode reads only the
   4-bit FFN weights from the weights file and creates a decode session (``decode_compact.onnx``) with those slices as
   its constant initializers (passes/compact_int4.py). Where a core is free (fewer intra-op threads than cores), it
   builds that session on a background thread while the first tokens decode on the prompt's session with each FFN
-  masked to the kept neurons: the same sparse model, read at dense cost until the compact session is ready.
+  masked to the kept neurons: the same sparse model, read at dense cost until the compact session is ready. Both
+  decoders end at the final hidden states; one head session (``head.onnx``) makes the logits, so the LM head is
+  prepacked once, not per prompt.
 
 The full weights a gather reads are mapped from the file and unmapped after it, so they stay in the operating
 system's page cache, not in this process.
@@ -159,12 +161,17 @@ class CompactSessionDecoder(PromptSessions):
         fast = self._open_prompt_sessions(threads)
         n = self.model["num_layers"]
         self.template = self.directory / fast["compact_decoder"]
+        # the LM head once, not in every prompt's session (passes/lm_head.py)
+        self.head_session = create_session(self.directory / fast["head"], self.provider, threads)
+        self.decoder_output = fast["io"]["hidden"]
         self.compact_names = {part: layer_names(name, n) for part, name in fast["io"]["compact"].items()}
         self.ffn_mask = layer_names(fast["io"]["ffn_mask"], n)
         self._full = fast["ffn_weights"]
         ones = self._value(np.ones((1, self.model["intermediate_size"]), np.float32))
         self.prefill_ffn = dict.fromkeys(self.ffn_mask, ones)
-        self._check([(self.decoder_session.get_inputs, self.ffn_mask, "decoder inputs")])
+        self._check([(self.decoder_session.get_inputs, self.ffn_mask, "decoder inputs"),
+                     (self.decoder_session.get_outputs, [self.decoder_output], "decoder outputs"),
+                     (self.head_session.get_inputs, [self.decoder_output], "head inputs")])
         cores = os.cpu_count() or 1
         self.build_in_background = (threads or cores) < cores  # a free core builds the decode session
         self._builder = concurrent.futures.ThreadPoolExecutor(1, "glass-decode-session")

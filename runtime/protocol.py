@@ -29,6 +29,7 @@ POSITION_IDS = "position_ids"  # int64 [batch, sequence]; absent when attention 
 PAST_KEY, PAST_VALUE = "past_key_values.{layer}.key", "past_key_values.{layer}.value"
 PRESENT_KEY, PRESENT_VALUE = "present.{layer}.key", "present.{layer}.value"
 LOGITS = "logits"  # [batch, sequence, vocab]
+HIDDEN = "hidden_states"  # [batch, sequence, H]: the final hidden states, where a layout runs the LM head apart
 KV_LAYOUT = ("batch", "kv_heads", "sequence", "head_dim")
 
 # -- GLASS state (manifest "glass") ----------------------------------------------------------------------------
@@ -54,6 +55,7 @@ WIDEST_PANEL = 32
 
 # -- the int4 fast layout (manifest "fast", kind compact_session): a decode session per prompt ---------------------
 COMPACT_DECODER_GRAPH = "decode_compact.onnx"
+HEAD_GRAPH = "head.onnx"  # the LM head alone (hidden_states -> logits): prepacked once, not per prompt
 FFN_MASK = "ffn.{layer}.mask"  # decoder input [mask_batch, I]: 1 for a kept neuron (ones in prefill)
 PER_PROMPT = "per-prompt"  # the external-data location of initializers a runtime supplies when it creates the session
 # the per-prompt decode session's compact FFN weights, MatMulNBits' 4-bit B and scales of the kept blocks only
@@ -106,9 +108,10 @@ def glass_io_sections(intermediate_size: int, k: int) -> dict:
 
 
 def compact_session_io_section() -> dict:
-    """The int4 fast layout's ``fast.io``: the decoder's FFN activations, select's token mask, and the per-prompt
-    decode session's compact weights."""
-    return {"ffn_z": FFN_Z, "ffn_mask": FFN_MASK, "token_mask": TOKEN_MASK, "compact": dict(COMPACT_INT4)}
+    """The int4 fast layout's ``fast.io``: the decoder's FFN activations and masks, the final hidden states the
+    decoders hand to the head, select's token mask, and the per-prompt decode session's compact weights."""
+    return {"ffn_z": FFN_Z, "ffn_mask": FFN_MASK, "hidden": HIDDEN, "token_mask": TOKEN_MASK,
+            "compact": dict(COMPACT_INT4)}
 
 
 def fast_io_section() -> dict:

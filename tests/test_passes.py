@@ -139,3 +139,50 @@ def test_unused_optional_outputs_lose_their_names_read_ones_keep_them():
     assert OmitUnusedOutputsPass()(m).modified
     assert [out.name for out in norm.outputs] == ["normed", "mean", "", "sum"]
     assert not OmitUnusedOutputsPass()(m).modified
+
+
+def softcapped_head_model():
+    """x -> Mul(w_in) -> RMS-like Mul (the hidden states) -> MatMul(W) -> Div, Tanh, Mul (a soft-cap) -> logits."""
+    rng = np.random.default_rng(3)
+    x = value("x", ["batch", "sequence", 8])
+    scale = ir.Value(name="scale", const_value=ir.tensor(rng.normal(size=8).astype(np.float32)))
+    w = ir.Value(name="w", const_value=ir.tensor(rng.normal(size=(8, 12)).astype(np.float32)))
+    cap = ir.Value(name="cap", const_value=ir.tensor(np.array(3.0, np.float32)))
+    hidden = typed(ir.node("Mul", [x, scale]), ["batch", "sequence", 8])
+    project = typed(ir.node("MatMul", [hidden.outputs[0], w]), ["batch", "sequence", 12])
+    div = typed(ir.node("Div", [project.outputs[0], cap]), ["batch", "sequence", 12])
+    tanh = typed(ir.node("Tanh", [div.outputs[0]]), ["batch", "sequence", 12])
+    mul = typed(ir.node("Mul", [tanh.outputs[0], cap]), ["batch", "sequence", 12])
+    mul.outputs[0].name = "logits"
+    return model([hidden, project, div, tanh, mul], [x], [mul.outputs[0]], [scale, w, cap])
+
+
+def test_lm_head_splits_off_with_its_soft_cap_and_composes_back():
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    from glass_onnx.passes import DetachLMHeadPass, LMHeadOnlyPass
+
+    feeds = {"x": np.random.default_rng(4).normal(size=(2, 3, 8)).astype(np.float32)}
+    want = run(softcapped_head_model(), feeds)[0]
+    body, head = softcapped_head_model(), softcapped_head_model()
+    for passes, m in (([DetachLMHeadPass(), RemoveUnusedNodesPass()], body),
+                      ([LMHeadOnlyPass(), RemoveUnusedNodesPass()], head)):
+        ir.passes.PassManager(passes)(m)
+    assert ops(body) == ["Mul"] and [v.name for v in body.graph.outputs] == ["hidden_states"]
+    assert ops(head) == ["MatMul", "Div", "Tanh", "Mul"] and [v.name for v in head.graph.inputs] == ["hidden_states"]
+    assert set(head.graph.initializers) == {"w", "cap"}
+    hidden = run(body, feeds)[0]
+    np.testing.assert_array_equal(run(head, {"hidden_states": hidden})[0], want)
+
+
+def test_lm_head_must_be_a_projection_of_the_hidden_states():
+    import pytest
+
+    from glass_onnx.passes import DetachLMHeadPass
+    from glass_onnx.runtime.errors import GlassError
+
+    x, y = value("x", ["batch", "sequence", 8]), value("y", ["batch", "sequence", 8])
+    add = typed(ir.node("Add", [x, y]), ["batch", "sequence", 8])  # two dynamic inputs: no single head input
+    add.outputs[0].name = "logits"
+    with pytest.raises(GlassError, match="logits do not come from one projection"):
+        DetachLMHeadPass()(model([add], [x, y], [add.outputs[0]]))

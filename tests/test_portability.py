@@ -41,12 +41,13 @@ def test_int4_graphs_are_portable_and_inspectable(tiny_compiled, tiny_dense):
 
     artifact = tiny_compiled(method="a-glass", sparsity=0.5, weights="int4")
     graphs = sorted(artifact.glob("*.onnx")) + [dense_artifact(str(tiny_dense), weights="int4")[0] / "model.onnx"]
-    assert len(graphs) == 6  # prefill, decode, and the fast layout's decoder, select, per-prompt decoder; the export
+    assert len(graphs) == 7  # prefill, decode; the fast layout's decoder, select, per-prompt decoder, head; the export
     for path in graphs:
         assert non_portable_ops(path) == [], path.name
     text = describe(artifact)
     assert "glass int4 artifact" in text and "IndexedSwiGLUInt4 x3 (one per layer)" in text
     assert "[fast compact_decoder] decode_compact.onnx" in text and "NOT PORTABLE" not in text
+    assert "[fast head] head.onnx" in text and "outputs: hidden_states [batch, sequence, 64]" in text
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int4"])

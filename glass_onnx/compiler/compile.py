@@ -40,6 +40,7 @@ from glass_onnx.runtime.protocol import (
     GENAI_CONFIG,
     GENAI_DECODE_GRAPH,
     GENAI_PREFILL_GRAPH,
+    HEAD_GRAPH,
     PER_PROMPT,
     PREFILL_GRAPH,
     PRIOR_FILE,
@@ -103,6 +104,7 @@ def _compact_session_layout(stored: dict, ffn_weights: list[dict]) -> dict:
     return {
         "kind": "compact_session",
         "decoder": FAST_DECODER_GRAPH, "select": SELECT_GRAPH, "compact_decoder": COMPACT_DECODER_GRAPH,
+        "head": HEAD_GRAPH,
         "weights": WEIGHTS, "io": protocol.compact_session_io_section(), "block": INT4_BLOCK,
         "ffn_weights": [{part: where(value.name) for part, value in layer.items()} for layer in ffn_weights],
     }
@@ -153,6 +155,7 @@ def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weig
         fast_decoder_pipeline,
         int4_fast_decoder_pipeline,
         int4_pipeline,
+        lm_head_pipeline,
         prefill_pipeline,
     )
 
@@ -176,6 +179,8 @@ def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weig
         int4_fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
         graphs[COMPACT_DECODER_GRAPH] = dense()
         compact_decoder_pipeline(s.k)(graphs[COMPACT_DECODER_GRAPH])
+        graphs[HEAD_GRAPH] = dense()
+        lm_head_pipeline()(graphs[HEAD_GRAPH])
     if FAST_DECODER_GRAPH in graphs:
         graphs[SELECT_GRAPH] = build_select_model(s.prior_rank, s.lam, s.k, s.fusion, s.block)
     if genai:

@@ -78,8 +78,8 @@ def describe(directory: Path) -> str:
         lines.append("made by: " + ", ".join(f"{k} {v}" for k, v in build["created_by"].items() if k != "command"))
     roles = {f"reference {role}": file for role, file in m["sessions"].items()} if glass else dict(m["sessions"])
     if "fast" in m:
-        roles.update({f"fast {role}": m["fast"][role] for role in ("decoder", "select", "compact", "compact_decoder")
-                      if role in m["fast"]})
+        fast_roles = ("decoder", "select", "compact", "compact_decoder", "head")
+        roles.update({f"fast {role}": m["fast"][role] for role in fast_roles if role in m["fast"]})
     for role, file in roles.items():
         if role == "decode" and file == m["sessions"]["prefill"]:
             lines.append(f"\n[decode] same graph as prefill ({file})")
