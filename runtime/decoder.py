@@ -29,11 +29,14 @@ def check_threads(threads: int | None) -> int | None:
 
 
 def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
-                   initializers: dict[str, ort.OrtValue] | None = None, optimize: bool = True) -> ort.InferenceSession:
+                   initializers: dict[str, ort.OrtValue] | None = None, optimize: bool = True,
+                   stop_spinning: bool = False) -> ort.InferenceSession:
     """An InferenceSession on the chosen EP, with a one-line error for a corrupted graph or a missing EP.
     ``initializers`` supplies external initializers from memory (the int4 fast layout's per-prompt weights);
     ``optimize=False`` skips ONNX Runtime's graph optimisations, for a graph already in its final form whose session
-    is created often (they took ~60 of ~140 ms for SmolLM2's per-prompt int4 decoder, with no faster step)."""
+    is created often (they took ~60 of ~140 ms for SmolLM2's per-prompt int4 decoder, with no faster step);
+    ``stop_spinning`` sends the session's pool threads to sleep as soon as a run ends, for sessions that take turns
+    with another multi-threaded one every step (a still-spinning pool took a core from the next session's run)."""
     if provider not in PROVIDERS:
         raise GlassError(f"unknown provider '{provider}'; choose one of: {', '.join(PROVIDERS)}")
     check_threads(threads)
@@ -46,6 +49,8 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if initializers:

@@ -38,11 +38,13 @@ class PromptSessions(Decoder):
     """The fast layouts' prompt path (module docstring); subclasses build decode's plan."""
 
     prefill_ffn: dict  # extra inputs of every prefill call
+    takes_turns = False  # whether the decoder session takes turns with another multi-threaded session every step
 
     def _open_prompt_sessions(self, threads: int | None) -> dict:
         fast = self.manifest["fast"]
         n = self.model["num_layers"]
-        self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads)
+        self.decoder_session = create_session(self.directory / fast["decoder"], self.provider, threads,
+                                              stop_spinning=self.takes_turns)
         # the small sessions run on one thread: a session's idle pool threads spin for a while after each run,
         # and on a small machine they took the cores from the decoder's next run (a 2-thread prefill ran 2x
         # slower, BENCHMARKS.md); the gathers are memory copies, which two threads made slower anyway
@@ -155,14 +157,18 @@ class FastDecoder(PromptSessions):
 class CompactSessionDecoder(PromptSessions):
     """The ``compact_session`` fast layout (int4), one sequence at a time; same calls as the reference layout, whose
     decode multiplies the same 4-bit weights in float (MatMulNBits here: int8 activations), so results agree to
-    int4 rounding."""
+    int4 rounding. Every step runs a decoder session, then the head session: each sends its pool threads to sleep
+    when its run ends, or they spin on and take a core from the other's run (2 threads, SmolLM2 50%: 106 instead of
+    227 tok/s; BENCHMARKS.md)."""
+
+    takes_turns = True
 
     def _open_sessions(self, threads: int | None) -> None:
         fast = self._open_prompt_sessions(threads)
         n = self.model["num_layers"]
         self.template = self.directory / fast["compact_decoder"]
         # the LM head once, not in every prompt's session (passes/lm_head.py)
-        self.head_session = create_session(self.directory / fast["head"], self.provider, threads)
+        self.head_session = create_session(self.directory / fast["head"], self.provider, threads, stop_spinning=True)
         self.decoder_output = fast["io"]["hidden"]
         self.compact_names = {part: layer_names(name, n) for part, name in fast["io"]["compact"].items()}
         self.ffn_mask = layer_names(fast["io"]["ffn_mask"], n)
@@ -206,5 +212,6 @@ class CompactSessionDecoder(PromptSessions):
                     np.ascontiguousarray(self._view(full[f"down_{what}"])[:, quant_blocks])
             self._release(list(full.values()))
         values = {name: self._value(array) for name, array in arrays.items()}
-        session = create_session(self.template, self.provider, self.threads, initializers=values, optimize=False)
+        session = create_session(self.template, self.provider, self.threads, initializers=values, optimize=False,
+                                 stop_spinning=True)
         return DecodePlan(session, {}, keep_alive=[values, arrays])
