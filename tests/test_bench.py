@@ -4,9 +4,12 @@ from glass_onnx.tools.bench import BenchOptions, format_table, run_bench
 
 
 def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
+    from glass_onnx.compiler.export import dense_artifact
+
     artifact = tiny_compiled(method="a-glass", sparsity=0.5)
     variants = {"dense": (tiny_dense, "auto"), "a-glass 0.5": (artifact, "fast"),
-                "a-glass 0.5 (reference)": (artifact, "reference")}
+                "a-glass 0.5 (reference)": (artifact, "reference"),
+                "dense int4": (dense_artifact(str(tiny_dense), weights="int4")[0], "auto")}
     options = BenchOptions(threads=(1,), prompt_len=8, new_tokens=6, repeats=2, prefill_lengths=(4,), measure_rss=False)
     report = run_bench(variants, options)
     rows = {r["variant"]: r for r in report["runs"]}
@@ -14,6 +17,9 @@ def test_bench_reports_every_variant_against_dense(tiny_dense, tiny_compiled):
     assert all(r["decode_tok_s"] > 0 and len(r["decode_tok_s_all"]) == 2 and r["ttft_ms"] > 0 for r in rows.values())
     assert rows["a-glass 0.5"]["decode_prep_ms"] > 0 and set(rows["dense"]["prefill_ms_by_length"]) == {4}
     assert "a-glass 0.5 (reference)" in format_table(report)
+    assert {name: r["weights"] for name, r in rows.items()} == {
+        "dense": "fp32", "a-glass 0.5": "fp32", "a-glass 0.5 (reference)": "fp32", "dense int4": "int4"}
+    assert rows["dense int4"]["decode_vs_dense"] == 1.0  # against itself, not the fp32 dense
     # ratios are paired per round: the median of the per-round ratios (two rounds: their mean)
     d = rows["dense"]
     for name in ("a-glass 0.5", "a-glass 0.5 (reference)"):

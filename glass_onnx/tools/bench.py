@@ -185,7 +185,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
                     g.decoder.prefill(state, ids)
                     times.append((time.perf_counter() - t0) * 1e3)
                 prefill[name][n] = round(statistics.median(times), 2)
-        for name in generators:
+        for name, g in generators.items():
             s = samples[name]
             weights = g.weights if isinstance(g, GenaiRunner) else g.decoder.manifest["weights"]
             row = {"variant": name, "threads": threads, "weights": weights,
