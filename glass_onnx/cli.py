@@ -50,12 +50,14 @@ def cmd_compile(args) -> None:
     options = CompileOptions(method=args.method, sparsity=args.sparsity, lam=args.lam, fusion=args.fusion,
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
                              prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
-                             genai=args.genai, attention=args.attention, weights=args.weights, block=args.block)
+                             genai=args.genai, attention=args.attention, weights=args.weights, block=args.block,
+                             budget=args.budget)
     compile_model(args.model, args.output, options, force=args.force)
 
 
 def cmd_generate(args) -> None:
     from glass_onnx.runtime import Generator, SamplingConfig
+    from glass_onnx.runtime.manifest import keep_summary
 
     generator = Generator(args.artifact, provider=args.provider, threads=args.threads, layout=args.layout)
     prompt_ids = generator.encode(args.prompt, chat=args.chat)
@@ -75,7 +77,7 @@ def cmd_generate(args) -> None:
     figures = (f"[{result.prompt_tokens} prompt tokens, prefill {result.prefill_ms:.0f} ms, "
                f"{len(result.tokens)} new tokens at {result.decode_tokens_per_s:.1f} tok/s")
     if glass:
-        figures += f", {glass['method']} keeps {glass['k']}/{glass['intermediate_size']} FFN neurons per layer"
+        figures += f", {glass['method']} keeps {keep_summary(glass)}"
     print(f"\n{figures}]")
 
 
@@ -176,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, default=None,
                    help="neurons per selection candidate: 1 (fp32 default), or for int4 a multiple of 32 (default 32, "
                         "the int4 fast layout's unit); int4 with 1 selects neuron by neuron, reference layout only")
+    p.add_argument("--budget", default="uniform",
+                   help="neurons per layer: uniform (the same k in every layer, default), or one count per layer "
+                        "(k_0,k_1,...; whole blocks), which then sets the sparsity")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 

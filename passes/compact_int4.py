@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from glass_onnx.passes.ffn_pattern import find_gated_ffns
+from glass_onnx.passes.glass_math import layer_budgets
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.protocol import COMPACT_INT4, PER_PROMPT
 
@@ -25,7 +26,8 @@ def per_prompt_tensor(name: str, dtype: ir.DataType, shape: list[int]) -> ir.Ext
 
 
 class CompactInt4FFNPass(ir.passes.InPlacePass):
-    """Points every int4 FFN at compact per-prompt weights of k neurons (whole 32-neuron blocks), named by
+    """Points every int4 FFN at compact per-prompt weights of k neurons (whole 32-neuron blocks; k may differ by
+    layer), named by
     ``protocol.COMPACT_INT4``: gate and up as one MatMulNBits on B [2k, H / 32, 16] and scales [2k, H / 32] (the kept
     neurons' gate rows, then their up rows) split in two, down on B [H, k / 32, 16] and scales [H, k / 32] (its kept
     blocks); the full FFN weights leave the graph.
@@ -34,18 +36,19 @@ class CompactInt4FFNPass(ir.passes.InPlacePass):
     inputs and outputs are unchanged.
     """
 
-    def __init__(self, k: int):
+    def __init__(self, k):
         super().__init__()
-        self.k = k
+        self.k = k  # one number, or one per layer
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         ffns = find_gated_ffns(graph)
-        if not all(ffn.int4 for ffn in ffns) or self.k % 32:
+        budgets = layer_budgets(self.k, len(ffns))
+        if not all(ffn.int4 for ffn in ffns) or any(k % 32 for k in budgets):
             raise GlassError("the per-prompt int4 decoder needs int4 FFNs and whole 32-neuron blocks")
         order = {node: i for i, node in enumerate(graph)}
         for ffn in ffns:
-            hidden, k, layer = ffn.gate.k, self.k, ffn.layer
+            hidden, k, layer = ffn.gate.k, budgets[ffn.layer], ffn.layer
             gate, up, down = ffn.nodes[0], ffn.nodes[1], ffn.nodes[-1]
 
             def weight(part: str, dtype: ir.DataType, shape: list[int], layer: int = layer) -> ir.Value:

@@ -12,7 +12,8 @@ the compact weights come in layouts it streams well, for one token as for a few 
 - ``ffn.{layer}.gate_up``: gate then up weights of the kept neurons, in panels [ffn_batch, 2k / w, H, w], each
   panel a contiguous [H, w] block;
 - ``ffn.{layer}.down``: the down weights in panels of h hidden units, [ffn_batch, H / h, k, h].
-Every layer's compact weights have the same shape (one k), and are all bound or all empty.
+Every layer's compact weights are all bound or all empty; their k is one for all layers unless the pass is told
+the budgets differ by layer (then each layer reads its own gate/up width, a few shape nodes more per layer).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
     ``ffn_pattern.ffn_weights``), so the caller can store the copies compact.onnx gathers from.
     """
 
+    def __init__(self, per_layer_k: bool = False):
+        super().__init__()
+        self.per_layer_k = per_layer_k
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         ffns = find_gated_ffns(graph)
@@ -45,7 +50,10 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         inputs = [self._inputs(graph, ffn) for ffn in ffns]
         route = self._route(graph, ffns[0], entries[0], inputs[0][0])
         for ffn, entry, (gate_up, down) in zip(ffns, entries, inputs):
-            self._split_rows(graph, ffn, entry, gate_up, down, *route)
+            full_rows, gate_up_shape, down_shape = route
+            if self.per_layer_k and ffn is not ffns[0]:
+                gate_up_shape = self._gate_up_shape(graph, entry, gate_up, down_shape, ffn.layer)
+            self._split_rows(graph, ffn, entry, gate_up, down, full_rows, gate_up_shape, down_shape)
         record_ffn_weights(model, ffns)
         return ir.passes.PassResult(model, modified=True)
 
@@ -79,6 +87,20 @@ class CompactFFNInputsPass(ir.passes.InPlacePass):
         graph.insert_before(entry, [rows, panels, width, spread, compact, full, batch, gate_up_width, hidden, *shapes])
         full.outputs[0].name = "glass.constant_ffn_rows"
         return full.outputs[0], shapes[0].outputs[0], shapes[1].outputs[0]
+
+    @staticmethod
+    def _gate_up_shape(graph: ir.Graph, entry: ir.Node, gate_up: ir.Value, down_shape: ir.Value,
+                       layer: int) -> ir.Value:
+        """[batch, compact rows, 2k] for this layer's own k: down's shape with its last entry replaced."""
+        p = f"glass/layers.{layer}/ffn_route"
+        panels = ir.node("Shape", [gate_up], attributes={"start": 1, "end": 2}, name=f"{p}/panels")
+        width = ir.node("Shape", [gate_up], attributes={"start": 3, "end": 4}, name=f"{p}/panel_width")
+        both = ir.node("Mul", [panels.outputs[0], width.outputs[0]], name=f"{p}/gate_up_width")
+        start, end = constant([0], f"{p}/start"), constant([2], f"{p}/end")
+        rows = ir.node("Slice", [down_shape, start.outputs[0], end.outputs[0]], name=f"{p}/rows")
+        shape = ir.node("Concat", [rows.outputs[0], both.outputs[0]], attributes={"axis": 0}, name=f"{p}/gate_up_shape")
+        graph.insert_before(entry, [panels, width, both, start, end, rows, shape])
+        return shape.outputs[0]
 
     def _split_rows(self, graph: ir.Graph, ffn: GatedFFN, entry: ir.Node, gate_up: ir.Value, down: ir.Value,
                     full_rows: ir.Value, gate_up_shape: ir.Value, down_shape: ir.Value) -> None:

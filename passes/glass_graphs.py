@@ -34,7 +34,7 @@ def _model(graph: ir.Graph, functions) -> ir.Model:
     return model
 
 
-def build_select_model(prior_rank: np.ndarray, lam: float, k: int, fusion: str, block: int = 1) -> ir.Model:
+def build_select_model(prior_rank: np.ndarray, lam: float, k, fusion: str, block: int = 1) -> ir.Model:
     """Inputs ffn.{l}.z, token_mask, past_neuron_stats.{l} (+ overridable prior/lam/k); outputs
     present_neuron_stats.{l} and kept_neurons.{l}, exactly as the reference prefill graph computes them
     (the selection is the same SelectNeuronsPass)."""

@@ -12,6 +12,7 @@ model's own samples, and the tests use this module as the oracle of both.
     Plackett-Luce     keep the k largest MAP worths of a Plackett-Luce model of the two rankings, weighted lam, 1 - lam
     blocks of b       the same on blocks of b consecutive neurons: s summed over a block, r_prior the rank of the
                       block's mean prior rank; keep k / b blocks (int4's fast layout slices whole 4-bit blocks)
+    budgets           k may differ by layer (compiler/budgets.py); each layer keeps its own k of the same ranking
 """
 
 from __future__ import annotations
@@ -94,11 +95,22 @@ def block_prior_rank(prior_rank: np.ndarray, block: int) -> np.ndarray:
     return ranks(-means)
 
 
-def select(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int, fusion: str = "rank",
-           block: int = 1) -> np.ndarray:
-    """[layers, I] statistics and prior ranks ([layers, I / block] block ranks when ``block`` > 1) -> [layers, k] kept
-    neuron ids, each row ascending."""
+def layer_budgets(k, layers: int) -> list[int]:
+    """k kept neurons per layer: one number for every layer, or one per layer."""
+    budgets = [int(k)] * layers if np.ndim(k) == 0 else [int(x) for x in k]
+    if len(budgets) != layers:
+        raise GlassError(f"{len(budgets)} per-layer budgets for {layers} layers; give one k per layer")
+    return budgets
+
+
+def select(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k, fusion: str = "rank",
+           block: int = 1) -> np.ndarray | list[np.ndarray]:
+    """[layers, I] statistics and prior ranks ([layers, I / block] block ranks when ``block`` > 1), k kept neurons
+    per layer (one number, or one per layer) -> the kept neuron ids per layer, each row ascending: [layers, k] when
+    every layer keeps as many, else a list of [k_l]."""
     fuse = dict(zip(FUSIONS, (fuse_rank, fuse_plackett_luce)))[check_fusion(fusion)]
     stats = np.asarray(stats).reshape(len(stats), -1, block).sum(-1) if block > 1 else stats
-    kept = np.stack([fuse(s, p, lam, k // block) for s, p in zip(stats, prior_rank)])
-    return (kept[..., None] * block + np.arange(block)).reshape(len(kept), -1) if block > 1 else kept
+    kept = [fuse(s, p, lam, k_l // block) for s, p, k_l in zip(stats, prior_rank, layer_budgets(k, len(stats)))]
+    if block > 1:
+        kept = [(ids[:, None] * block + np.arange(block)).reshape(-1) for ids in kept]
+    return np.stack(kept) if len({len(ids) for ids in kept}) == 1 else kept

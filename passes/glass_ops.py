@@ -47,14 +47,14 @@ def AscendingIds(ids, like):
 
 
 @script(glass, default_opset=op)
-def FuseNeuronRanking(local_stats, prior_rank, lam, k):
-    """Weighted rank aggregation of the local and global neuron rankings (``glass_math.fuse_rank``); returns the k
-    kept neuron ids.
+def FusedNeuronOrder(local_stats, prior_rank, lam, k):
+    """The k most important neuron ids of weighted rank aggregation of the local and global rankings, most important
+    first (``glass_math.fuse_rank``: its first k before the final sort).
 
     local_stats: [batch, I] (larger = more important); prior_rank: [I] or [batch, I] float ranks of the global
     prior (0 = most important); lam: scalar weight of the local ranking; k: [1] int64.
-    f_j = lam * r_L(j) + (1 - lam) * r_G(j); keep the k smallest f, ties broken by r_L (r_L itself breaks ties
-    by the lower index). Output [batch, k] int64, ascending neuron ids.
+    f_j = lam * r_L(j) + (1 - lam) * r_G(j); ids by ascending f, ties broken by r_L (r_L itself breaks ties
+    by the lower index). Output [batch, k] int64, so any first k' <= k columns are the k' kept neurons.
     """
     n = op.Shape(local_stats, start=-1)
     _, order_local = op.TopK(local_stats, n, axis=-1, largest=1, sorted=1)
@@ -63,21 +63,28 @@ def FuseNeuronRanking(local_stats, prior_rank, lam, k):
                                     op.Expand(positions, op.Shape(local_stats)), axis=1)
     lam_ = op.CastLike(lam, local_stats)
     fused = lam_ * rank_local + (op.CastLike(1.0, lam_) - lam_) * op.CastLike(prior_rank, local_stats)
-    # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L; unsorted, it picks the same set
-    _, picked = op.TopK(op.GatherElements(fused, order_local, axis=1), k, axis=-1, largest=0, sorted=0)
-    return AscendingIds(op.GatherElements(order_local, picked, axis=1), local_stats)
+    # in local-rank order TopK's lower-index-first rule breaks ties in f by r_L
+    _, picked = op.TopK(op.GatherElements(fused, order_local, axis=1), k, axis=-1, largest=0, sorted=1)
+    return op.GatherElements(order_local, picked, axis=1)
 
 
 @script(glass, default_opset=op)
-def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
-    """Plackett-Luce MAP consensus of the local and global rankings (``glass_math.fuse_plackett_luce``); returns the
-    k kept neuron ids.
+def FuseNeuronRanking(local_stats, prior_rank, lam, k):
+    """Weighted rank aggregation of the local and global neuron rankings (``glass_math.fuse_rank``); returns the k
+    kept neuron ids [batch, k], ascending. Inputs as FusedNeuronOrder."""
+    return AscendingIds(FusedNeuronOrder(local_stats, prior_rank, lam, k), local_stats)
+
+
+@script(glass, default_opset=op)
+def FusedNeuronOrderPL(local_stats, prior_rank, lam, k):
+    """Plackett-Luce MAP consensus of the local and global rankings (``glass_math.fuse_plackett_luce``): the k
+    neuron ids of largest worth, largest first.
 
     Worths w maximise lam * log PL(local ranking | w) + (1 - lam) * log PL(global ranking | w) + log Gamma(w; a, b),
     found with a fixed number of Hunter's MM updates in float64:
     w_j = (a - 1 + c_j) / (b + sum_r weight_r * sum_{stages s <= pos_r(j), s < I-1} 1 / sum_{m at or after s} w_m),
-    where c_j is the weight of the rankings in which j is not last. Keeps the k largest w, ties broken by r_L.
-    Inputs and output as FuseNeuronRanking.
+    where c_j is the weight of the rankings in which j is not last. Orders by w, ties broken by r_L.
+    Inputs and output as FusedNeuronOrder.
     """
     n = op.Shape(local_stats, start=-1)
     shape = op.Shape(local_stats)
@@ -104,8 +111,15 @@ def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
         seen_local = op.GatherElements(op.CumSum(not_last / tail_local, op.Constant(value_int=1)), index_local, axis=1)
         seen_prior = op.GatherElements(op.CumSum(not_last / tail_prior, op.Constant(value_int=1)), index_prior, axis=1)
         worth = numerator / (gamma_b + lam_ * seen_local + (one - lam_) * seen_prior)
-    _, picked = op.TopK(op.GatherElements(worth, order_local, axis=1), k, axis=-1, largest=1, sorted=0)
-    return AscendingIds(op.GatherElements(order_local, picked, axis=1), local_stats)
+    _, picked = op.TopK(op.GatherElements(worth, order_local, axis=1), k, axis=-1, largest=1, sorted=1)
+    return op.GatherElements(order_local, picked, axis=1)
+
+
+@script(glass, default_opset=op)
+def FuseNeuronRankingPL(local_stats, prior_rank, lam, k):
+    """Plackett-Luce MAP consensus of the local and global rankings (``glass_math.fuse_plackett_luce``); returns the
+    k kept neuron ids [batch, k], ascending. Inputs as FusedNeuronOrder."""
+    return AscendingIds(FusedNeuronOrderPL(local_stats, prior_rank, lam, k), local_stats)
 
 
 @script(glass, default_opset=op)
@@ -195,6 +209,7 @@ def IndexedGeGLUErfInt4(x, kept, gate_b, gate_scales, up_b, up_scales, down_b, d
 INDEXED_FFN = {"silu": IndexedSwiGLU, "gelu_tanh": IndexedGeGLU, "gelu": IndexedGeGLUErf}
 INDEXED_FFN_INT4 = {"silu": IndexedSwiGLUInt4, "gelu_tanh": IndexedGeGLUInt4, "gelu": IndexedGeGLUErfInt4}
 FUSION_OPS = dict(zip(FUSIONS, (FuseNeuronRanking, FuseNeuronRankingPL)))  # glass_math's fusion names
+FUSION_ORDER_OPS = dict(zip(FUSIONS, (FusedNeuronOrder, FusedNeuronOrderPL)))
 
 
 def function_protos(function) -> list:

@@ -14,7 +14,7 @@ class IndexedFFNPass(ir.passes.InPlacePass):
     """Replaces each gated FFN with ``ai.glass.Indexed{SwiGLU,GeGLU}(x, kept_neurons.l, W_gate, W_up, W_down)`` (int4
     graphs: ``Indexed*Int4`` on each weight's 4-bit B and scales, reading only the kept neurons' codes).
 
-    Guarantees: a new input ``kept_neurons.l`` [batch, k] int64 per layer; the FFN output equals the dense one
+    Guarantees: a new input ``kept_neurons.l`` [batch, k_l] int64 per layer; the FFN output equals the dense one
     when kept holds every neuron, and the dense FFN restricted to the kept neurons otherwise (int4: of the same 4-bit
     weights, computed in float). The weights stay the same initializers the dense graph used, so prefill and decode
     can share one weights file.
@@ -26,7 +26,8 @@ class IndexedFFNPass(ir.passes.InPlacePass):
         for ffn in find_gated_ffns(graph):
             functions = glass_ops.INDEXED_FFN_INT4 if ffn.int4 else glass_ops.INDEXED_FFN
             op_type = glass_ops.add_function(model, functions[ffn.activation])
-            kept = tensor_value(KEPT_NEURONS.format(layer=ffn.layer), ir.DataType.INT64, [batch, "kept"])
+            kept = tensor_value(KEPT_NEURONS.format(layer=ffn.layer), ir.DataType.INT64,
+                                [batch, f"kept_{ffn.layer}"])
             graph.inputs.append(kept)
             weights = [v for p in (ffn.gate, ffn.up, ffn.down)
                        for v in ((p.weight, p.scales) if ffn.int4 else (p.weight,))]

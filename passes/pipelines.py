@@ -37,10 +37,10 @@ def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.
     return ir.passes.PassManager(passes)
 
 
-def prefill_pipeline(prior_rank: np.ndarray, lam: float, k: int, fusion: str, block: int = 1,
+def prefill_pipeline(prior_rank: np.ndarray, lam: float, k, fusion: str, block: int = 1,
                      default_stats: bool = False) -> ir.passes.PassManager:
-    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer (chosen by
-    ``block``-neuron blocks when ``block`` > 1)."""
+    """Dense decoder -> prefill: dense outputs + neuron statistics state + kept neurons per layer, k of them (one
+    number, or one per layer; chosen by ``block``-neuron blocks when ``block`` > 1)."""
     return ir.passes.PassManager([
         AccumulateNeuronStatsPass(default_zeros=default_stats),
         SelectNeuronsPass(prior_rank, lam, k, fusion, block),
@@ -62,9 +62,10 @@ def decode_pipeline(genai: bool = False) -> ir.passes.PassManager:
     ])
 
 
-def fast_decoder_pipeline() -> ir.passes.PassManager:
-    """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs."""
-    return ir.passes.PassManager([CompactFFNInputsPass(), RemoveUnusedNodesPass(), NameFixPass(),
+def fast_decoder_pipeline(per_layer_k: bool = False) -> ir.passes.PassManager:
+    """Dense decoder -> the fast layout's decoder: a compact FFN path on weight inputs, FFN activations as outputs
+    (``per_layer_k``: layers keep different numbers of neurons)."""
+    return ir.passes.PassManager([CompactFFNInputsPass(per_layer_k), RemoveUnusedNodesPass(), NameFixPass(),
                                   OmitUnusedOutputsPass()])
 
 
@@ -82,9 +83,9 @@ def int4_fast_decoder_pipeline() -> ir.passes.PassManager:
                                   OmitUnusedOutputsPass()])
 
 
-def compact_decoder_pipeline(k: int) -> ir.passes.PassManager:
-    """int4 dense decoder -> the int4 fast layout's per-prompt decoder: FFNs on compact weights of k neurons, the
-    final hidden states in place of the logits."""
+def compact_decoder_pipeline(k) -> ir.passes.PassManager:
+    """int4 dense decoder -> the int4 fast layout's per-prompt decoder: FFNs on compact weights of k neurons (one
+    number, or one per layer), the final hidden states in place of the logits."""
     return ir.passes.PassManager([CompactInt4FFNPass(k), DetachLMHeadPass(), RemoveUnusedNodesPass(), NameFixPass(),
                                   OmitUnusedOutputsPass()])
 

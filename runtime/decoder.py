@@ -254,13 +254,18 @@ class Decoder:
         return logits.numpy()
 
     def _overrides(self, overrides: dict | None) -> dict:
-        return {name: self._value(value) for name, value in (overrides or {}).items()}
+        overrides = dict(overrides or {})
+        keep = self.glass["overridable"]["k"] if self.glass else None
+        if keep in overrides and np.size(overrides[keep]) == 1:  # one k for every layer
+            overrides[keep] = np.full(self.model["num_layers"], np.ravel(overrides[keep])[0], np.int64)
+        return {name: self._value(value) for name, value in overrides.items()}
 
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
         """Run prompt tokens [batch, n] densely (call again for the next chunk); returns logits [batch, n, vocab].
 
-        ``overrides`` replaces GLASS defaults for this call (``glass.prior_rank``, ``glass.lam``, ``glass.k``)."""
+        ``overrides`` replaces GLASS defaults for this call (``glass.prior_rank``, ``glass.lam``, ``glass.k``: one k
+        per layer, or one for every layer)."""
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
         inputs = {**dict(zip(self.state_in, state.neuron_stats)), **self._overrides(overrides)}
         logits, values = self._step(self.prefill_session, state, input_ids, mask, inputs,

@@ -138,9 +138,14 @@ class FastDecoder(PromptSessions):
         """The decoder session on the kept neurons' weights, gathered once per prompt in panels, layer by layer from
         the weights file."""
         c = self.compact_io
-        width = self._value(np.array([panel_width(state.kept[0].shape()[-1])], np.int64))
+        if len({k.shape()[-1] for k in state.kept}) > 1 and len(set(self.glass["k_per_layer"])) == 1:
+            raise GlassError("this artifact's fast layout was compiled for one k in every layer; open it with "
+                             "layout='reference' to override k per layer, or compile with those --budget counts")
+        widths = {}  # the panel width of each layer's k (k may differ by layer)
         compact = []
         for full, kept in zip(self._full, state.kept):
+            k = kept.shape()[-1]
+            width = widths.setdefault(k, self._value(np.array([panel_width(k)], np.int64)))
             binding = self.compact_session.io_binding()
             for name, tensor in zip((c["full_gate_up"], c["full_down"]), full):
                 binding.bind_ortvalue_input(name, self._value(self._view(tensor)))
@@ -189,6 +194,9 @@ class CompactSessionDecoder(PromptSessions):
             raise GlassError("the int4 fast layout decodes one sequence at a time; open the artifact with "
                              "layout='reference' to decode a batch")
         kept = [k.numpy()[0] for k in state.kept]
+        if [len(k) for k in kept] != self.glass["k_per_layer"]:
+            raise GlassError(f"the int4 fast layout's decode session holds {self.glass['k_per_layer']} neurons per "
+                             "layer; open the artifact with layout='reference' to override k")
         if not self.build_in_background:
             return self._compact_plan(kept)
         masks = []

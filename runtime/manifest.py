@@ -60,6 +60,13 @@ def load_manifest(directory: str | Path) -> dict:
     return manifest
 
 
+def keep_summary(glass: dict) -> str:
+    """'48/96 FFN neurons per layer', or with per-layer budgets '48/96 FFN neurons per layer on average (32-64)'."""
+    budgets = glass["k_per_layer"]
+    spread = "" if len(set(budgets)) == 1 else f" on average ({min(budgets)}-{max(budgets)})"
+    return f"{glass['k']}/{glass['intermediate_size']} FFN neurons per layer{spread}"
+
+
 @functools.cache
 def schema() -> dict:
     """The manifest's JSON Schema (format ``FORMAT_VERSION``)."""

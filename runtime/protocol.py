@@ -11,7 +11,7 @@ from __future__ import annotations
 MANIFEST = "manifest.json"
 SCHEMA = "manifest.schema.json"  # shipped beside this module
 FORMAT = "glass-onnx"
-FORMAT_VERSION = 2  # bump on any change a reader of an older version would misread
+FORMAT_VERSION = 3  # bump on any change a reader of an older version would misread
 
 # -- files the compiler writes (the manifest names the graphs; a runtime opens them from there) ----------------
 DENSE_GRAPH, DENSE_WEIGHTS = "model.onnx", "model.onnx.data"
@@ -38,7 +38,7 @@ PRESENT_NEURON_STATS = "present_neuron_stats.{layer}"
 KEPT_NEURONS = "kept_neurons.{layer}"  # int64 [batch, k], ascending neuron ids: prefill output, decode input
 PRIOR_RANK = "glass.prior_rank"  # float32 [layers, I] ranks of the global prior, 0 = most important
 LAM = "glass.lam"  # float32 scalar: weight of the prompt's ranking
-KEEP = "glass.k"  # int64 [1]: neurons kept per layer
+KEEP = "glass.k"  # int64 [layers]: neurons kept in each layer
 
 # -- the fast layout (manifest "fast") --------------------------------------------------------------------------
 FFN_GATE_UP = "ffn.{layer}.gate_up"  # decoder input [ffn_batch, 2k / w, H, w]: gate panels, then up panels
@@ -97,12 +97,14 @@ def io_section(position_ids: bool) -> dict:
     }
 
 
-def glass_io_sections(intermediate_size: int, k: int) -> dict:
-    """The manifest's ``glass.state``, ``glass.handoff`` and ``glass.overridable``."""
+def glass_io_sections(intermediate_size: int) -> dict:
+    """The manifest's ``glass.state``, ``glass.handoff`` (layer l's width: ``glass.k_per_layer[l]``) and
+    ``glass.overridable``."""
     return {
         "state": {"input": PAST_NEURON_STATS, "output": PRESENT_NEURON_STATS, "shape": ["batch", intermediate_size],
                   "dtype": "float32", "initial": 0.0},
-        "handoff": {"output": KEPT_NEURONS, "input": KEPT_NEURONS, "shape": ["batch", k], "dtype": "int64"},
+        "handoff": {"output": KEPT_NEURONS, "input": KEPT_NEURONS, "shape": ["batch", "k_per_layer[layer]"],
+                    "dtype": "int64"},
         "overridable": {"prior_rank": PRIOR_RANK, "lam": LAM, "k": KEEP},
     }
 

@@ -116,7 +116,7 @@ def test_compiled_graphs_pass_the_checker_and_share_weights(tiny_compiled):
     assert "weights.bin" in files and not any(f.endswith(".data") for f in files)
     prefill_model = onnx.load(artifact / "prefill.onnx", load_external_data=False)
     decode_model = onnx.load(artifact / "decode.onnx", load_external_data=False)
-    assert {f.name for f in prefill_model.functions} == {"AccumulateNeuronStats", "FuseNeuronRanking", "AscendingIds"}
+    assert {f.name for f in prefill_model.functions} == {"AccumulateNeuronStats", "FusedNeuronOrder", "AscendingIds"}
     assert {f.name for f in decode_model.functions} == {"IndexedSwiGLU", "ProjectKept"}
     ops = [n.op_type for n in decode_model.graph.node if n.domain == "ai.glass"]
     assert ops == ["IndexedSwiGLU"] * 3

@@ -32,8 +32,8 @@ def test_inspect_describes_sessions_and_glass_nodes(tiny_compiled):
     text = describe(tiny_compiled(method="a-glass", sparsity=0.5))
     assert "keeps 48/96 FFN neurons" in text
     assert "AccumulateNeuronStats x3 (one per layer)" in text and "IndexedSwiGLU x3" in text
-    assert "FuseNeuronRanking x1 (all layers)" in text and "ffn.{layer}.z x3 [batch, constant_rows, 96]" in text
-    assert "kept_neurons.{layer} x3 [batch, kept]" in text and "NOT PORTABLE" not in text
+    assert "FusedNeuronOrder x1 (all layers)" in text and "ffn.{layer}.z x3 [batch, constant_rows, 96]" in text
+    assert "kept_neurons.{layer} x3 [batch, kept_0]" in text and "NOT PORTABLE" not in text
 
 
 def test_int4_graphs_are_portable_and_inspectable(tiny_compiled, tiny_dense):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from glass_onnx.compiler.artifact import atomic_directory, created_by, refuse_existing
+from glass_onnx.compiler.budgets import layer_budgets_for
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import (
@@ -68,6 +69,7 @@ class CompileOptions:
     attention: str = "ort"  # the export's attention form when compiling from a model (export.py)
     weights: str = "fp32"  # or "int4" (export.py, passes/quantize_weights.py)
     block: int | None = None  # neurons per selection candidate; None: 32 for int4 (its fast layout), else 1
+    budget: str = "uniform"  # neurons per layer (compiler/budgets.py): a budget's name or one count per layer
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -135,7 +137,7 @@ class Selection:
 
     prior_rank: np.ndarray  # [layers, I] neuron ranks, or [layers, I / block] block ranks, in the artifact's order
     lam: float
-    k: int
+    k: tuple[int, ...]  # neurons kept in each layer
     fusion: str
     block: int = 1  # neurons per candidate
 
@@ -171,7 +173,7 @@ def build_graphs(dense_graph: Path, model_info: dict, selection: Selection, weig
     decode_pipeline()(graphs[DECODE_GRAPH])
     if weights == "fp32":
         graphs[FAST_DECODER_GRAPH] = dense()
-        fast_decoder_pipeline()(graphs[FAST_DECODER_GRAPH])
+        fast_decoder_pipeline(per_layer_k=len(set(s.k)) > 1)(graphs[FAST_DECODER_GRAPH])
         graphs[COMPACT_GRAPH] = build_compact_model(model_info["hidden_size"], model_info["intermediate_size"],
                                                     panel_width(model_info["hidden_size"]))
     elif s.block % INT4_BLOCK == 0:
@@ -224,9 +226,14 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         prior_rank = np.take_along_axis(prior_rank, order, axis=1)
     if options.block > 1:
         prior_rank = block_prior_rank(prior_rank, options.block)
-    selection = Selection(prior_rank, lam, k, options.fusion, options.block)
+    budgets, budget_kind = layer_budgets_for(options.budget, k, model_info["num_layers"], size, options.block)
+    if method.name == "dense" and budget_kind != "uniform":
+        raise GlassError("the dense method keeps every neuron; --budget applies to the sparse methods")
+    budgets = tuple(budgets)
+    selection = Selection(prior_rank, lam, budgets, options.fusion, options.block)
 
-    log.info(f"compiling {method.name} ({options.weights}): keep {k}/{size} neurons per layer"
+    per_layer = f"{budget_kind} budgets {list(budgets)}" if budget_kind != "uniform" else f"{k}/{size} per layer"
+    log.info(f"compiling {method.name} ({options.weights}): keep {per_layer}"
              f"{f' in blocks of {options.block}' if options.block > 1 else ''}, lam={lam}, fusion={options.fusion}")
     graphs = build_graphs(dense / manifest["sessions"]["decode"], model_info, selection, options.weights, order,
                           options.genai)
@@ -263,13 +270,15 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
             "sessions": {"prefill": PREFILL_GRAPH, "decode": DECODE_GRAPH},
             "glass": {
                 "method": method.name,
-                "sparsity": 1.0 - k / size,
-                "k": k,
+                "sparsity": 1.0 - sum(budgets) / (len(budgets) * size),
+                "k": round(sum(budgets) / len(budgets)),
+                "k_per_layer": list(budgets),
+                "budget": {"kind": budget_kind},
                 "block": options.block,
                 "intermediate_size": size,
                 "lam": lam,
                 "fusion": options.fusion,
-                **protocol.glass_io_sections(size, k),
+                **protocol.glass_io_sections(size),
             },
             **fast,
             "build": {

@@ -31,6 +31,7 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     from glass_onnx.compiler.settings import check_sparsity
     from glass_onnx.runtime import Generator
     from glass_onnx.runtime.decoder import check_threads
+    from glass_onnx.runtime.manifest import keep_summary
 
     check_sparsity(sparsity)
     check_threads(threads)
@@ -45,7 +46,7 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
         results[name] = (generator.generate(ids, max_new_tokens=max_new_tokens), generator.manifest.get("glass"))
     (dense_result, _), (glass_result, glass) = results["dense"], results["a-glass"]
     lines = [f"\nprompt: {prompt}\n",
-             side_by_side("dense", dense_result.text, f"A-GLASS, {glass['k']}/{glass['intermediate_size']} FFN neurons",
+             side_by_side("dense", dense_result.text, f"A-GLASS, {keep_summary(glass)}",
                           glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
     for name, (r, _) in results.items():
         lines.append(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.manifest import load_manifest
+from glass_onnx.runtime.manifest import keep_summary, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ def describe(directory: Path) -> str:
              f"FFN {m['model']['intermediate_size']})"]
     glass = m.get("glass")
     if glass:
-        lines.append(f"GLASS: {glass['method']}, keeps {glass['k']}/{glass['intermediate_size']} FFN neurons per layer "
-                     f"(sparsity {glass['sparsity']:.3f}), lam {glass['lam']}, fusion {glass['fusion']}")
+        lines.append(f"GLASS: {glass['method']}, keeps {keep_summary(glass)} (sparsity {glass['sparsity']:.3f}, "
+                     f"{glass['budget']['kind']} budget), lam {glass['lam']}, fusion {glass['fusion']}")
+        if len(set(glass["k_per_layer"])) > 1:
+            lines.append("kept per layer: " + ", ".join(map(str, glass["k_per_layer"])))
         if "prior" in build:
             lines.append("prior: " + ", ".join(f"{k}={v}" for k, v in build["prior"].items() if k != "cache"))
     size = sum(info["bytes"] for info in m["files"].values())

@@ -14,7 +14,7 @@ import { SCHEMA, firstProblem } from "./manifest_schema.mjs";
 import { PyFloat, pyJson } from "./py_json.mjs";
 
 const FORMAT = "glass-onnx";
-const FORMAT_VERSION = 2; // the manifest format this client reads (runtime/protocol.py FORMAT_VERSION)
+const FORMAT_VERSION = 3; // the manifest format this client reads (runtime/protocol.py FORMAT_VERSION)
 const MANIFEST = "manifest.json";
 
 class GlassError extends Error {}
@@ -385,8 +385,15 @@ async function main(argv) {
   let figures =
     `[${result.promptIds.length} prompt tokens, prefill ${result.prefillMs.toFixed(0)} ms, ` +
     `${result.tokens.length} new tokens at ${result.decodeTokensPerS.toFixed(1)} tok/s`;
-  if (glass) figures += `, ${glass.method} keeps ${glass.k}/${glass.intermediate_size} FFN neurons per layer`;
+  if (glass) figures += `, ${glass.method} keeps ${keepSummary(glass)}`;
   process.stdout.write(`\n${figures}]\n`);
+}
+
+// as runtime/manifest.py keep_summary
+function keepSummary(glass) {
+  const budgets = glass.k_per_layer;
+  const spread = new Set(budgets).size === 1 ? "" : ` on average (${Math.min(...budgets)}-${Math.max(...budgets)})`;
+  return `${glass.k}/${glass.intermediate_size} FFN neurons per layer${spread}`;
 }
 
 main(process.argv.slice(2)).then(

@@ -1,0 +1,102 @@
+"""Per-layer neuron budgets (compile --budget): each layer keeps its own k through every layout, int4's per-prompt
+session and the onnxruntime-genai handoff, selected as glass_math says."""
+
+import json
+
+import numpy as np
+import pytest
+
+from glass_onnx.passes import glass_math
+from glass_onnx.runtime import Generator, GlassError, load_manifest, open_decoder
+
+PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77, 200, 31]])
+FP32_BUDGETS, INT4_BUDGETS = [32, 64, 48], [32, 64, 32]  # the tiny model: 3 layers of 96 neurons
+
+
+def run(artifact, layout, tokens=(3, 99, 250)):
+    decoder = open_decoder(artifact, layout=layout)
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT)
+    kept = [k[0] for k in decoder.kept_neurons(state)]
+    stats = np.stack([v.numpy()[0] for v in state.neuron_stats])
+    return kept, stats, [decoder.decode(state, np.array([[t]])) for t in tokens]
+
+
+@pytest.mark.parametrize("weights,budgets", [("fp32", FP32_BUDGETS), ("int4", INT4_BUDGETS)])
+def test_each_layer_keeps_its_budget_in_every_layout(tiny_compiled, weights, budgets):
+    artifact = tiny_compiled(method="a-glass", budget=",".join(map(str, budgets)), weights=weights)
+    glass = load_manifest(artifact)["glass"]
+    assert glass["k_per_layer"] == budgets and glass["budget"] == {"kind": "explicit"}
+    assert glass["k"] == round(np.mean(budgets)) and glass["sparsity"] == pytest.approx(1 - np.mean(budgets) / 96)
+    prior_rank = np.load(artifact / "prior.npz")["rank"]
+    fast_kept, stats, fast_logits = run(artifact, "fast")
+    ref_kept, _, ref_logits = run(artifact, "reference")
+    assert [len(k) for k in fast_kept] == budgets
+    want = glass_math.select(stats, prior_rank, glass["lam"], budgets, block=glass["block"])
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(fast_kept, ref_kept, want))
+    tolerance = 1e-4 if weights == "fp32" else 0.03  # int4: MatMulNBits' int8 activations against float
+    for a, b in zip(fast_logits, ref_logits):
+        assert np.abs(a - b).max() <= tolerance * max(1.0, np.abs(b).max() if weights == "int4" else 1.0)
+
+
+def test_a_per_layer_budget_selects_each_layers_first_k_of_one_ranking(tiny_compiled):
+    """Overriding k per layer at run time on a uniform artifact: layer l's set is the uniform selection at k_l."""
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    decoder = open_decoder(artifact, layout="reference")
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([10, 90, 1], np.int64)})
+    kept = [k[0] for k in decoder.kept_neurons(state)]
+    for layer, k in enumerate((10, 90, 1)):
+        state_k = decoder.new_state()
+        decoder.prefill(state_k, PROMPT, overrides={"glass.k": np.array([k], np.int64)})
+        assert np.array_equal(kept[layer], decoder.kept_neurons(state_k)[layer][0])
+
+
+def test_genai_runs_per_layer_budgets(tiny_compiled):
+    og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed")
+    artifact = tiny_compiled(method="a-glass", budget=",".join(map(str, FP32_BUDGETS)), genai=True)
+    assert json.loads((artifact / "genai_config.json").read_text())["model"]["type"] == "decoder-pipeline"
+    ours = Generator(artifact, layout="reference")
+    prompt = PROMPT[0].tolist()
+    expected = ours.generate(prompt, max_new_tokens=12, ignore_eos=True).tokens
+    model = og.Model(str(artifact))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + 12, min_length=len(prompt) + 12)
+    generator = og.Generator(model, params)
+    generator.append_tokens(prompt)
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    del generator
+    assert tokens == expected
+
+
+@pytest.mark.parametrize("budget,message", [
+    ("32,64", "lists 2 neuron counts for 3 layers"),
+    ("32,64,40", "not whole 32-neuron blocks"),  # int4 selects whole blocks
+    ("32,0,64", "not whole 32-neuron blocks between 32 and 96"),
+    ("balanced", "unknown budget 'balanced'"),
+])
+def test_bad_budgets_are_one_line_errors(tiny_dense, tmp_path, budget, message):
+    from conftest import compile_tiny
+
+    with pytest.raises(GlassError, match=message):
+        compile_tiny(tiny_dense, tmp_path / "out", method="a-glass", budget=budget, weights="int4")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_fp32_fast_layout_of_a_uniform_artifact_refuses_per_layer_overrides(tiny_compiled):
+    decoder = open_decoder(tiny_compiled(method="a-glass", sparsity=0.5), layout="fast")
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([10, 90, 1], np.int64)})
+    with pytest.raises(GlassError, match="compiled for one k in every layer"):
+        decoder.decode(state, np.array([[3]]))
+
+
+def test_the_int4_fast_layout_refuses_other_budgets_than_its_own(tiny_compiled):
+    decoder = open_decoder(tiny_compiled(method="a-glass", sparsity=0.5, weights="int4"), layout="fast")
+    state = decoder.new_state()
+    decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([32, 64, 32], np.int64)})
+    with pytest.raises(GlassError, match="holds \\[64, 64, 64\\] neurons per layer"):
+        decoder.decode(state, np.array([[3]]))
