@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 OPSET = 23
 ATTENTION = ("ort", "onnx")
 WEIGHTS = ("fp32", "int4")
-REVISION = 10  # bumped when the exported graph or its manifest changes; part of the export cache key
+REVISION = 11  # bumped when the exported graph or its manifest changes; part of the export cache key
 
 
 def architecture(model) -> dict:
