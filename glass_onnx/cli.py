@@ -88,7 +88,7 @@ def cmd_eval(args) -> None:
                           lams=_floats(args.lams) if args.lams else None, fusions=_names(args.fusions),
                           split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
                           prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples,
-                          weights=args.weights, blocks=args.blocks)
+                          weights=args.weights, blocks=args.blocks, chat=args.chat)
     run_eval(args.model, Path(args.output), options, force=args.force)
 
 
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-bucket", type=int, default=10, help="prompts per length bucket (8, 16, 32, 64, chat)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens of dense greedy continuation (G)")
     p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
+    p.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                   help="prompts through the model's chat template (default: yes for an instruct model); --no-chat "
+                        "feeds a --prompts file as plain text and leaves out the shipped chat bucket")
     p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES)
     p.add_argument("--threads", type=int, default=None)
     _weights_option(p)

@@ -78,3 +78,26 @@ def test_eval_int4_smoke(tiny_dir, tmp_path):
     assert all(r["kl_int4"] > dense["kl_int4"] for key, r in rows.items() if key[0] != "dense")
     text = (out / "results.md").read_text()
     assert "against the int4 dense model" in text and "blocks of 32" in text
+
+
+def test_a_prompt_file_goes_through_the_chat_template_only_when_asked(tiny_dir, tiny_dense, tmp_path):
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
+    from glass_onnx.evaluation.prompts import file_prompts
+    from glass_onnx.runtime import TextCodec, load_manifest
+
+    class Codec:
+        def encode(self, text, chat):
+            return [1, 2] + [3] * len(text) if chat else [3] * len(text)
+
+    (tmp_path / "prompts.txt").write_text("Tell me a story.\n\nWhy is the sky blue?\n")
+    chat, plain = (file_prompts(Codec(), tmp_path / "prompts.txt", flag) for flag in (True, False))
+    assert [p.bucket for p in chat] == ["file-chat"] * 2 and [p.bucket for p in plain] == ["file"] * 2
+    assert chat[0].ids[:2] == (1, 2) and plain[0].ids == (3,) * len("Tell me a story.")
+    out = tmp_path / "eval"  # the tiny model has a chat template: --no-chat must keep it out
+    run_eval(str(tiny_dir), out, EvalOptions(methods=("dense",), sparsities=(0.5,), gen_len=4, prior_samples=2,
+                                             prompts_file=str(tmp_path / "prompts.txt"), chat=False))
+    result = json.loads((out / "results.json").read_text())
+    assert [p["bucket"] for p in result["prompts"]] == ["file", "file"]
+    codec = TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
+    lengths = [len(codec.encode(t, chat=flag)) for flag in (False, True) for t in ("Tell me a story.",)]
+    assert result["prompts"][0]["tokens"] == lengths[0] < lengths[1]

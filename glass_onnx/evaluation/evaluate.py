@@ -49,6 +49,7 @@ class EvalOptions:
     per_bucket: int = 10  # prompts per length bucket (and chat)
     gen_len: int = 256  # tokens of dense greedy continuation (G)
     prompts_file: str | None = None  # one prompt per line, instead of the shipped prose
+    chat: bool | None = None  # prompts through the chat template; None: as the model is (instruct or not)
     threads: int | None = None
     prior_samples: int = PRIOR_SAMPLES
     weights: str = "fp32"  # int4: the sparse models and a second reference, the int4 dense model
@@ -252,8 +253,11 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
                    options.blocks)
     codec = TextCodec(dense, manifest["tokenizer"])
     instruct = bool(manifest["tokenizer"]["instruct"])
-    prompts = file_prompts(codec, options.prompts_file, instruct) if options.prompts_file else \
-        load_prompts(codec, options.split, options.per_bucket, instruct)
+    if options.chat and not instruct:
+        raise GlassError(f"{model} has no chat template; drop --chat (its prompts are plain text)")
+    chat = instruct if options.chat is None else options.chat
+    prompts = file_prompts(codec, options.prompts_file, chat) if options.prompts_file else \
+        load_prompts(codec, options.split, options.per_bucket, chat)
     if not prompts:
         raise GlassError("no prompts to evaluate; check --prompts or --per-bucket")
     too_long = [p for p in prompts if len(p.ids) + options.gen_len > manifest["model"]["max_context"]]
@@ -305,7 +309,7 @@ def free_running_samples(evaluator: Evaluator, codec, prompts, grid, n_prompts: 
     sparsities = sorted({c.sparsity for c in grid if c.method != "dense"})
     sparsity = 0.5 if 0.5 in sparsities else (sparsities[len(sparsities) // 2] if sparsities else None)
     shown = [c for c in grid if c.method == "dense" or c.sparsity == sparsity]
-    picks = [p for p in prompts if p.bucket in ("16", "chat", "file")][:n_prompts] or prompts[:n_prompts]
+    picks = [p for p in prompts if p.bucket in ("16", "chat", "file", "file-chat")][:n_prompts] or prompts[:n_prompts]
     lines = []
     for p in picks:
         lines.append(f"### Prompt ({p.bucket}): {p.text}\n")

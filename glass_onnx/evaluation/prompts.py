@@ -81,8 +81,10 @@ def load_prompts(codec, split: str, per_bucket: int, chat: bool) -> list[Prompt]
 
 
 def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
-    """One prompt per non-empty line of a user's file."""
+    """One prompt per non-empty line of a user's file, through the chat template (bucket "file-chat") or as
+    plain text ("file")."""
     from pathlib import Path
 
     lines = [line.strip() for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
-    return [Prompt("file", line, tuple(codec.encode(line, chat=chat)), str(path)) for line in lines]
+    bucket = "file-chat" if chat else "file"
+    return [Prompt(bucket, line, tuple(codec.encode(line, chat=chat)), str(path)) for line in lines]
