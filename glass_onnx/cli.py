@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY)
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="A-GLASS sparsity (default: the model's recommended one, where text stays close to dense)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("-o", "--output", default="out", help="where the compiled artifact goes (default out/)")
     p.set_defaults(func=cmd_demo)

@@ -6,7 +6,10 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_PROMPT = "Write a short story about a lighthouse."
+DEFAULT_DEMO_SPARSITY = 0.25  # for models without a recipe: where small models stay close to dense (EVAL.md)
 
 
 def side_by_side(left_title: str, left: str, right_title: str, right: str, width: int = 100) -> str:
@@ -23,36 +26,65 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, width
     return "\n".join(rows)
 
 
-def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsity: float, threads: int | None) -> str:
-    """Compile ``model`` with A-GLASS into ``output``, generate from ``prompt`` with dense and with GLASS; the
-    side-by-side report."""
+def teacher_forced_agreement(dense, sparse, prompt: list[int], tokens: list[int]) -> tuple[float, float]:
+    """(mean KL(dense || sparse) per token, top-1 agreement) of the sparse model on the dense model's own
+    continuation ``tokens`` of ``prompt``, teacher-forced: what EVAL.md measures, on this one prompt."""
+    from glass_onnx.evaluation.metrics import token_metrics
+
+    def logits(decoder) -> np.ndarray:
+        state = decoder.new_state()
+        first = decoder.prefill(state, np.array([prompt]))[0, -1:]
+        return np.concatenate([first, decoder.decode(state, np.array([tokens[:-1]]))[0]])
+
+    m = token_metrics(logits(dense.decoder), logits(sparse.decoder), np.array(tokens), np.ones(len(tokens)))
+    return m["kl"] / m["tokens"], m["top1"] / m["tokens"]
+
+
+def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsity: float | None,
+             threads: int | None) -> str:
+    """Compile ``model`` with A-GLASS into ``output`` at ``sparsity`` (None: the model's recommended one), generate
+    from ``prompt`` with dense and with GLASS; the side-by-side report with the speed ratio and quality figures."""
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
     from glass_onnx.compiler.settings import check_sparsity
+    from glass_onnx.compiler.sources import recipe_of
     from glass_onnx.runtime import Generator
     from glass_onnx.runtime.decoder import check_threads
-    from glass_onnx.runtime.manifest import keep_summary
+    from glass_onnx.runtime.manifest import keep_summary, load_manifest
 
-    check_sparsity(sparsity)
     check_threads(threads)
     dense, _ = dense_artifact(model)
+    recipe = recipe_of(load_manifest(dense))
+    recommended = recipe.demo_sparsity if recipe and recipe.demo_sparsity is not None else DEFAULT_DEMO_SPARSITY
+    sparsity = check_sparsity(recommended if sparsity is None else sparsity)
     compiled = output / f"{Path(model).name}-a-glass-{sparsity:g}"
     compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True)
-    results = {}
+    generators, results = {}, {}
     for name, artifact in (("dense", dense), ("a-glass", compiled)):
-        generator = Generator(artifact, threads=threads)
+        generators[name] = generator = Generator(artifact, threads=threads)
         ids = generator.encode(prompt)
         generator.generate(ids, max_new_tokens=8)  # warm-up: first-run allocations are not decode speed
-        results[name] = (generator.generate(ids, max_new_tokens=max_new_tokens), generator.manifest.get("glass"))
-    (dense_result, _), (glass_result, glass) = results["dense"], results["a-glass"]
+        results[name] = generator.generate(ids, max_new_tokens=max_new_tokens)
+    dense_result, glass_result = results["dense"], results["a-glass"]
+    glass = generators["a-glass"].manifest["glass"]
     lines = [f"\nprompt: {prompt}\n",
-             side_by_side("dense", dense_result.text, f"A-GLASS, {keep_summary(glass)}",
+             side_by_side("dense", dense_result.text, f"A-GLASS {sparsity:.0%}, {keep_summary(glass)}",
                           glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
-    for name, (r, _) in results.items():
+    for name, r in results.items():
         lines.append(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "
                      f"{len(r.tokens)} tokens at {r.decode_tokens_per_s:.1f} tok/s")
     speedup = glass_result.decode_tokens_per_s / max(dense_result.decode_tokens_per_s, 1e-9)
-    lines += [f"decode speed, A-GLASS / dense: {speedup:.2f}x  (one run; 'glass-onnx bench' measures properly)",
-              f"artifacts: {dense} (dense), {compiled} (A-GLASS)",
-              "quality over 50 prompts per sparsity: EVAL.md (a 135M model loses much at 50%; try --sparsity 0.25)"]
+    lines.append(f"decode speed, A-GLASS / dense: {speedup:.2f}x  (one run; 'glass-onnx bench' measures properly)")
+    if len(dense_result.tokens) > 1:
+        kl, top1 = teacher_forced_agreement(generators["dense"], generators["a-glass"], dense_result.prompt_ids,
+                                            dense_result.tokens)
+        lines.append(f"quality on this prompt: KL(dense || A-GLASS) {kl:.3f} nats/token, next-token agreement "
+                     f"{top1:.0%} (A-GLASS reading dense's {len(dense_result.tokens)} tokens)")
+    quality = recipe.demo_quality if recipe and sparsity == recommended else None
+    if quality:
+        lines.append(f"quality over EVAL.md's {quality['prompts']} test prompts at {sparsity:.0%}: KL {quality['kl']}, "
+                     f"next-token agreement {quality['top1']:.0%}")
+    lines += [f"artifacts: {dense} (dense), {compiled} (A-GLASS)",
+              f"{'the recommended setting for this model; ' if sparsity == recommended else ''}"
+              f"other sparsities: --sparsity (the full grid is in EVAL.md)"]
     return "\n".join(lines)
