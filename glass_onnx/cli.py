@@ -88,7 +88,7 @@ def cmd_eval(args) -> None:
                           lams=_floats(args.lams) if args.lams else None, fusions=_names(args.fusions),
                           split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
                           prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples,
-                          weights=args.weights, blocks=args.blocks, chat=args.chat)
+                          weights=args.weights, blocks=args.blocks, chat=args.chat, budgets=_names(args.budgets))
     run_eval(args.model, Path(args.output), options, force=args.force)
 
 
@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neurons per selection candidate: 1 (fp32 default), or for int4 a multiple of 32 (default 32, "
                         "the int4 fast layout's unit); int4 with 1 selects neuron by neuron, reference layout only")
     p.add_argument("--budget", default="uniform",
-                   help="neurons per layer: uniform (the same k in every layer, default), or one count per layer "
-                        "(k_0,k_1,...; whole blocks), which then sets the sparsity")
+                   help="neurons per layer: uniform (the same k in every layer, default), calibrated (chosen from "
+                        "the model's own samples for the same total: glass_onnx/compiler/budgets.py), or one count "
+                        "per layer (k_0,k_1,...; whole blocks), which then sets the sparsity")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-samples", type=int, default=PRIOR_SAMPLES)
     p.add_argument("--threads", type=int, default=None)
     _weights_option(p)
+    p.add_argument("--budgets", default="uniform",
+                   help="per-layer budgets to compare: uniform, calibrated, or both comma-separated")
     p.add_argument("--blocks", type=_ints, default=None,
                    help="int4: neurons per selection candidate, comma-separated (default 32; 1 = neuron by neuron)")
     p.add_argument("--force", action="store_true")

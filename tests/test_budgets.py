@@ -100,3 +100,35 @@ def test_the_int4_fast_layout_refuses_other_budgets_than_its_own(tiny_compiled):
     decoder.prefill(state, PROMPT, overrides={"glass.k": np.array([32, 64, 32], np.int64)})
     with pytest.raises(GlassError, match="holds \\[64, 64, 64\\] neurons per layer"):
         decoder.decode(state, np.array([[3]]))
+
+
+def test_calibrated_budgets_protect_the_costly_layer_and_keep_the_total():
+    from glass_onnx.compiler.budgets import LayerProfile, calibrated_budgets
+
+    sensitivity = np.array([0.58, 0.03, 0.02, 0.04, 0.03, 0.1])
+    outlier = np.array([0.01, 0.002, 0.001, 0.004, 0.003, 0.006])
+    budgets, info = calibrated_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536)
+    assert budgets[0] == 1536 and info["protected_layers"] == [0]  # 0.58 > 5 x the median 0.035
+    assert sum(budgets) == 6 * 768 and all(b % 32 == 0 and 32 <= b <= 1536 for b in budgets)
+    assert budgets[2] < budgets[3] < budgets[5]  # more outliers, more neurons
+    again, _ = calibrated_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536)
+    assert again == budgets  # deterministic
+    high, info = calibrated_budgets(LayerProfile(outlier, sensitivity), k=384, size=1536)  # 75%: no outlier weighting
+    assert info["owl_lam"] == 0 and high[0] == 1536 and sum(high) == 6 * 384 and np.ptp(high[1:]) <= 32
+    # protection yields where the rest could not keep a step each
+    tight, info = calibrated_budgets(LayerProfile(outlier, np.array([9.0, 8.0, 0.01, 0.01, 0.01, 0.01])), k=48,
+                                     size=128)
+    assert info["protected_layers"] == [0] and tight == [128, 32, 32, 32, 32, 32]
+
+
+def test_calibrated_compile_is_deterministic_and_cached(tiny_dense, tmp_path):
+    from conftest import compile_tiny
+
+    options = dict(method="a-glass", sparsity=1 / 3, budget="calibrated", prior_tokens=136)  # k = 64 of 96
+    first = load_manifest(compile_tiny(tiny_dense, tmp_path / "a", **options))["glass"]
+    second = load_manifest(compile_tiny(tiny_dense, tmp_path / "b", **options))["glass"]
+    assert first["budget"]["kind"] == "calibrated" and len(first["budget"]["sensitivity"]) == 3
+    assert first["k_per_layer"] == second["k_per_layer"] and sum(first["k_per_layer"]) == 3 * 64
+    assert all(k % 32 == 0 for k in first["k_per_layer"])
+    with pytest.raises(GlassError, match="too short to calibrate budgets"):
+        compile_tiny(tiny_dense, tmp_path / "c", **{**options, "prior_tokens": 32})

@@ -101,3 +101,17 @@ def test_a_prompt_file_goes_through_the_chat_template_only_when_asked(tiny_dir, 
     codec = TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
     lengths = [len(codec.encode(t, chat=flag)) for flag in (False, True) for t in ("Tell me a story.",)]
     assert result["prompts"][0]["tokens"] == lengths[0] < lengths[1]
+
+
+def test_eval_compares_uniform_and_calibrated_budgets(tiny_dir, tmp_path):
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
+
+    out = tmp_path / "eval"
+    run_eval(str(tiny_dir), out, EvalOptions(methods=("griffin", "a-glass"), sparsities=(1 / 3,), per_bucket=1,
+                                             gen_len=8, prior_samples=2, budgets=("uniform", "calibrated")))
+    result = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["budget"]) for r in result["results"]} == {
+        (m, b) for m in ("griffin", "a-glass") for b in ("uniform", "calibrated")}
+    [calibrated] = result["calibrated_budgets"]
+    assert sum(calibrated["k_per_layer"]) == 3 * 64 and len(calibrated["k_per_layer"]) == 3
+    assert "calibrated budget" in (out / "results.md").read_text()

@@ -24,6 +24,7 @@ from glass_onnx.compiler.settings import (
     PRIOR_TOKENS,
     check_fusion,
     check_settings,
+    default_lam,
     get_method,
 )
 from glass_onnx.compiler.sources import recipe_of
@@ -204,6 +205,15 @@ def neuron_order(method, prior_values: np.ndarray, manifest: dict, source,
     return np.argsort(ranks(prior_values), axis=-1, kind="stable")
 
 
+def budget_profile(manifest: dict, source, options: CompileOptions, k: int):
+    """The calibrated budget's layer profile (compiler/budgets.py): A-GLASS at the model's default lam and the
+    uniform k, on the activation prior's samples, whatever the method (so methods compare on one budget)."""
+    from glass_onnx.compiler.budgets import calibration_profile
+
+    values, _ = global_prior(manifest, source, METHODS["a-glass"], options)
+    return calibration_profile(manifest, source, options, ranks(values), default_lam(recipe_of(manifest)), k)
+
+
 def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False) -> Path:
     """`glass-onnx compile`: the artifact directory ``output`` for the model or dense export ``spec``."""
     import onnx
@@ -226,10 +236,11 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         prior_rank = np.take_along_axis(prior_rank, order, axis=1)
     if options.block > 1:
         prior_rank = block_prior_rank(prior_rank, options.block)
-    budgets, budget_kind = layer_budgets_for(options.budget, k, model_info["num_layers"], size, options.block)
-    if method.name == "dense" and budget_kind != "uniform":
+    if method.name == "dense" and options.budget != "uniform":
         raise GlassError("the dense method keeps every neuron; --budget applies to the sparse methods")
-    budgets = tuple(budgets)
+    budgets, budget = layer_budgets_for(options.budget, k, model_info["num_layers"], size, options.block,
+                                        calibrate=lambda: budget_profile(manifest, source, options, k))
+    budget_kind, budgets = budget["kind"], tuple(budgets)
     selection = Selection(prior_rank, lam, budgets, options.fusion, options.block)
 
     per_layer = f"{budget_kind} budgets {list(budgets)}" if budget_kind != "uniform" else f"{k}/{size} per layer"
@@ -273,7 +284,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
                 "sparsity": 1.0 - sum(budgets) / (len(budgets) * size),
                 "k": round(sum(budgets) / len(budgets)),
                 "k_per_layer": list(budgets),
-                "budget": {"kind": budget_kind},
+                "budget": budget,
                 "block": options.block,
                 "intermediate_size": size,
                 "lam": lam,

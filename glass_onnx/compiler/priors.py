@@ -180,25 +180,31 @@ def load_prior_file(path: str | Path, num_layers: int, size: int) -> tuple[np.nd
     return values, meta
 
 
-def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool,
-                  samples_cache: Path | None = None) -> np.ndarray:
-    """The prior values [layers, I]. Model samples depend on the settings but not on the kind, so with
-    ``samples_cache`` the A and I priors of one model share one sampling run."""
+def compute_samples(model, tokenizer, settings: PriorSettings, instruct: bool, model_key: str | None = None):
+    """(ids, mask) of the model's own samples (or the settings' text), cached by model and settings when
+    ``model_key`` is given: the A and I priors and the layer budgets of one model share one sampling run."""
     import torch
 
+    if settings.text:
+        return text_sequences(tokenizer, settings)
+    cached = samples_path(model_key, settings) if model_key else None
+    if cached is not None and cached.exists():
+        data = np.load(cached)
+        return torch.from_numpy(data["ids"]), torch.from_numpy(data["mask"])
+    ids, mask = sample_sequences(model, tokenizer, settings, instruct)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cached.with_suffix(".tmp.npz"), ids=ids.numpy(), mask=mask.numpy())
+        cached.with_suffix(".tmp.npz").rename(cached)
+    return ids, mask
+
+
+def compute_prior(model, tokenizer, settings: PriorSettings, instruct: bool,
+                  model_key: str | None = None) -> np.ndarray:
+    """The prior values [layers, I], over the model's samples (compute_samples)."""
     if settings.kind not in KINDS:
         raise GlassError(f"unknown prior kind '{settings.kind}'; choose one of: {', '.join(KINDS)}")
-    if settings.text:
-        ids, mask = text_sequences(tokenizer, settings)
-    elif samples_cache is not None and samples_cache.exists():
-        data = np.load(samples_cache)
-        ids, mask = torch.from_numpy(data["ids"]), torch.from_numpy(data["mask"])
-    else:
-        ids, mask = sample_sequences(model, tokenizer, settings, instruct)
-        if samples_cache is not None:
-            samples_cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(samples_cache.with_suffix(".tmp.npz"), ids=ids.numpy(), mask=mask.numpy())
-            samples_cache.with_suffix(".tmp.npz").rename(samples_cache)
+    ids, mask = compute_samples(model, tokenizer, settings, instruct, model_key)
     return neuron_importance(model, ids, mask, settings.kind)
 
 
@@ -237,7 +243,7 @@ def global_prior(manifest: dict, source, method: Method, options: CompileOptions
         start = time.perf_counter()
         model, tokenizer = load_model(source)
         instruct = bool(manifest["tokenizer"]["instruct"])
-        values = compute_prior(model, tokenizer, settings, instruct, samples_path(source.cache_key(), settings))
+        values = compute_prior(model, tokenizer, settings, instruct, source.cache_key())
         save_prior(path, values, manifest["model"]["name"], settings)
         log.info(f"prior computed in {time.perf_counter() - start:.0f} s, cached at {path}")
     provenance = {"kind": method.prior, "source": "text file" if settings.text else "model samples",

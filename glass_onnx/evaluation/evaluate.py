@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glass_onnx.compiler.budgets import BUDGETS, STEP
 from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
     INT4_BLOCK,
@@ -54,6 +55,7 @@ class EvalOptions:
     prior_samples: int = PRIOR_SAMPLES
     weights: str = "fp32"  # int4: the sparse models and a second reference, the int4 dense model
     blocks: tuple[int, ...] | None = None  # neurons per selection candidate; None: 1 for fp32, 32 for int4
+    budgets: tuple[str, ...] = ("uniform",)  # per-layer budgets (compiler/budgets.py): uniform and/or calibrated
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -72,6 +74,8 @@ class EvalOptions:
         for fusion in self.fusions:
             check_fusion(fusion)
         check_threads(self.threads)
+        if bad := [b for b in self.budgets if b not in BUDGETS]:
+            raise GlassError(f"unknown budget '{bad[0]}'; choose from: {', '.join(BUDGETS)}")
         if self.split not in ("dev", "test"):
             raise GlassError(f"unknown split '{self.split}'; choose dev or test")
 
@@ -83,14 +87,16 @@ class Config:
     lam: float
     fusion: str = "rank"
     block: int = 1
+    budget: str = "uniform"
 
     @property
     def label(self) -> str:
         return f"{self.method} s={self.sparsity:g} lam={self.lam:g} {self.fusion}" + \
-            (f" blocks of {self.block}" if self.block > 1 else "")
+            (f" blocks of {self.block}" if self.block > 1 else "") + \
+            (f" {self.budget} budget" if self.budget != "uniform" else "")
 
 
-def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,)) -> list[Config]:
+def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,), budgets=("uniform",)) -> list[Config]:
     out = []
     for name in methods:
         method = get_method(name)
@@ -99,10 +105,11 @@ def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,)) -> lis
             continue
         for s in sparsities:
             for b in blocks:
-                if method.lam is not None:
-                    out.append(Config(name, s, method.lam, block=b))
-                else:
-                    out += [Config(name, s, lam, f, b) for lam in (lams or [default_lam]) for f in fusions]
+                for budget in budgets:
+                    if method.lam is not None:
+                        out.append(Config(name, s, method.lam, block=b, budget=budget))
+                    else:
+                        out += [Config(name, s, lam, f, b, budget) for lam in (lams or [default_lam]) for f in fusions]
     return out
 
 
@@ -120,13 +127,15 @@ class Evaluator:
     (fusion, block); with ``int4_dense_dir`` every configuration is also compared with the int4 dense model."""
 
     def __init__(self, dense_dir: Path, artifacts: dict[tuple[str, int], Path], priors: dict[str, np.ndarray],
-                 gen_len: int, threads: int | None = None, int4_dense_dir: Path | None = None):
+                 gen_len: int, threads: int | None = None, int4_dense_dir: Path | None = None,
+                 budgets: dict | None = None):
         self.dense = Decoder(dense_dir, threads=threads)
         self.int4_dense = Decoder(int4_dense_dir, threads=threads) if int4_dense_dir else None
         self.sparse = {key: Decoder(path, threads=threads) for key, path in artifacts.items()}
         # an int4 artifact orders its neurons by a prior (passes/permute_neurons.py): ids are in that order
         self.orders = {key: np.load(path / PRIOR_FILE)["order"] for key, path in artifacts.items()}
         self.priors = priors  # method prior name -> ranks [layers, I]
+        self.budgets = budgets or {}  # (sparsity, block) -> calibrated k per layer
         self.gen_len = gen_len
         model = self.dense.model
         self.size, self.layers = model["intermediate_size"], model["num_layers"]
@@ -166,6 +175,12 @@ class Evaluator:
     def keep(self, config: Config) -> int:
         return keep_count(config.sparsity, self.size, config.block)
 
+    def layer_keep(self, config: Config) -> tuple[int, ...]:
+        """k per layer: the calibrated budget's, or the uniform k in every layer."""
+        if config.budget == "calibrated":
+            return tuple(self.budgets[(config.sparsity, config.block)])
+        return (self.keep(config),) * self.layers
+
     def artifact(self, config: Config) -> Decoder:
         return self.sparse[(config.fusion, config.block)]
 
@@ -177,7 +192,8 @@ class Evaluator:
         prior = np.take_along_axis(prior, self.orders[(config.fusion, config.block)], axis=1)
         if config.block > 1:
             prior = block_prior_rank(prior, config.block)
-        return {PRIOR_RANK: prior, LAM: np.array(config.lam, np.float32), KEEP: np.array([self.keep(config)], np.int64)}
+        return {PRIOR_RANK: prior, LAM: np.array(config.lam, np.float32),
+                KEEP: np.array(self.layer_keep(config), np.int64)}
 
     # -- one batch ----------------------------------------------------------------------------------------
     def run_batch(self, prompts, grid: list[Config]) -> dict:
@@ -188,7 +204,7 @@ class Evaluator:
         results = {}
         oracle = {}
         for config in grid:
-            k = self.keep(config)
+            k = self.layer_keep(config)
             logits, kept = self._teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config))
             if (k, config.block) not in oracle:
                 oracle[(k, config.block)] = self.oracle_sets(prompts, tokens, live, k, config.block)
@@ -204,16 +220,16 @@ class Evaluator:
             results[config] = per_prompt
         return results
 
-    def oracle_sets(self, prompts, tokens, live, k, block: int = 1):
-        """Top-k of the local statistic over prompt + continuation (GRIFFIN with hindsight), in the artifact's
-        neuron order and blocks."""
+    def oracle_sets(self, prompts, tokens, live, k: tuple[int, ...], block: int = 1):
+        """Top-k (per layer) of the local statistic over prompt + continuation (GRIFFIN with hindsight), in the
+        artifact's neuron order and blocks."""
         seqs = [tuple(p.ids) + tuple(tokens[i][live[i].astype(bool)]) for i, p in enumerate(prompts)]
         ids, mask = _pad_left(seqs, self.pad)
-        griffin = Config("griffin", 1 - k / self.size, 1.0, "rank" if ("rank", block) in self.sparse else
+        griffin = Config("griffin", 0.5, 1.0, "rank" if ("rank", block) in self.sparse else
                          next(f for f, b in self.sparse if b == block), block)
         decoder = self.artifact(griffin)
         state = decoder.new_state(len(prompts))
-        decoder.prefill(state, ids, mask, overrides=self.overrides(griffin))
+        decoder.prefill(state, ids, mask, overrides={**self.overrides(griffin), KEEP: np.array(k, np.int64)})
         return decoder.kept_neurons(state)
 
 
@@ -232,7 +248,8 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     """`glass-onnx eval`: the grid of ``options`` on ``model``, written to ``output`` (results.json, results.md,
     plots)."""
     from glass_onnx.compiler.artifact import atomic_directory, refuse_existing
-    from glass_onnx.compiler.compile import CompileOptions, compile_model
+    from glass_onnx.compiler.budgets import calibrated_budgets
+    from glass_onnx.compiler.compile import CompileOptions, budget_profile, compile_model
     from glass_onnx.compiler.export import dense_artifact
     from glass_onnx.compiler.priors import global_prior
     from glass_onnx.compiler.settings import default_lam
@@ -250,7 +267,7 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     dense, source = dense_artifact(model, attention="onnx")
     manifest = load_manifest(dense)
     grid = configs(options.methods, options.sparsities, options.lams, options.fusions, default_lam(recipe_of(manifest)),
-                   options.blocks)
+                   options.blocks, options.budgets)
     codec = TextCodec(dense, manifest["tokenizer"])
     instruct = bool(manifest["tokenizer"]["instruct"])
     if options.chat and not instruct:
@@ -277,7 +294,13 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
                 str(dense), tmp / "artifacts" / f"{fusion}-{block}",
                 CompileOptions(method="griffin", sparsity=0.5, fusion=fusion, weights=options.weights, block=block))
         int4_dense = dense_artifact(model, attention="onnx", weights="int4")[0] if options.weights == "int4" else None
-        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense)
+        budgets = {}  # the calibrated budgets, as compile --budget calibrated chooses them
+        for sparsity, block in sorted({(c.sparsity, c.block) for c in grid if c.budget == "calibrated"}):
+            k = keep_count(sparsity, manifest["model"]["intermediate_size"], block)
+            profile = budget_profile(manifest, source, CompileOptions(prior_samples=options.prior_samples), k)
+            budgets[(sparsity, block)] = calibrated_budgets(profile, k, manifest["model"]["intermediate_size"],
+                                                            block if block > 1 else STEP)[0]
+        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense, budgets)
         per_config: dict[Config, list] = {c: [] for c in grid}
         by_bucket: dict[tuple, list] = {}
         batches = [prompts[i : i + evaluator.batch] for i in range(0, len(prompts), evaluator.batch)]
@@ -296,6 +319,7 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
             "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
             "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)}
                           for (c, b), rows in by_bucket.items()],
+            "calibrated_budgets": [{"sparsity": s, "block": b, "k_per_layer": k} for (s, b), k in budgets.items()],
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / "results.json").write_text(json.dumps(result, indent=1))

@@ -9,6 +9,7 @@ INT4_NOTE = " of int4 artifacts (KL against the fp32 dense model, and against th
 
 def _label(r: dict) -> str:
     block = f", blocks of {r['block']}" if r.get("block", 1) > 1 else ""
+    block += f", {r['budget']} budget" if r.get("budget", "uniform") != "uniform" else ""
     if r["method"] in ("a-glass", "i-glass"):
         return f"{r['method']} (lam {r['lam']:g}, {r['fusion']}{block})"
     return r["method"] + (f" ({block[2:]})" if block else "")
