@@ -100,7 +100,7 @@ def cmd_bench(args) -> None:
                            genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
                            provider=args.provider)
     variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
-                                attention=args.attention, weights=args.weights)
+                                attention=args.attention, weights=args.weights, budgets=_names(args.budgets))
     report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
+    p.add_argument("--budgets", default="uniform", help="per-layer budgets to bench: uniform, calibrated, or both")
     _attention_option(p)
     _weights_option(p, many=True)
     p.set_defaults(func=cmd_bench)

@@ -112,9 +112,11 @@ class BenchOptions:
 
 
 def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
-                     attention: str = "ort", weights: tuple[str, ...] = ("fp32",)) -> dict[str, tuple[Path, str]]:
-    """Per weight format, the dense export and one compile per sparsity, as bench variants {name: (artifact,
-    layout)}; names carry the format when there are several ("dense int4", "a-glass 0.5 int4")."""
+                     attention: str = "ort", weights: tuple[str, ...] = ("fp32",),
+                     budgets: tuple[str, ...] = ("uniform",)) -> dict[str, tuple[Path, str]]:
+    """Per weight format, the dense export and one compile per sparsity and budget, as bench variants {name:
+    (artifact, layout)}; names carry the format and the budget when there are several ("dense int4", "a-glass 0.5
+    calibrated int4")."""
     from glass_onnx.compiler.artifact import cache_dir
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
@@ -125,11 +127,14 @@ def compile_variants(model: str, method: str, sparsities: list[float], layouts: 
         dense, _ = dense_artifact(model, attention=attention, weights=form)
         variants[f"dense{tag}"] = (dense, "auto")
         for s in sparsities:
-            out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}"
-            compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form),
-                          force=True)
-            for layout in layouts:
-                variants[f"{method} {s:g}{tag}" + (f" ({layout})" if len(layouts) > 1 else "")] = (out, layout)
+            for budget in budgets:
+                named = f" {budget}" if len(budgets) > 1 else ""
+                out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else budget)
+                compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form,
+                                                         budget=budget), force=True)
+                for layout in layouts:
+                    variants[f"{method} {s:g}{named}{tag}" + (f" ({layout})" if len(layouts) > 1 else "")] = \
+                        (out, layout)
     return variants
 
 
