@@ -88,7 +88,8 @@ def cmd_eval(args) -> None:
                           lams=_floats(args.lams) if args.lams else None, fusions=_names(args.fusions),
                           split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
                           prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples,
-                          weights=args.weights, blocks=args.blocks, chat=args.chat, budgets=_names(args.budgets))
+                          weights=args.weights, blocks=args.blocks, chat=args.chat, budgets=_names(args.budgets),
+                          count_template=args.count_template)
     run_eval(args.model, Path(args.output), options, force=args.force)
 
 
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     _weights_option(p)
     p.add_argument("--budgets", default="uniform",
                    help="per-layer budgets to compare: uniform, calibrated, or both comma-separated")
+    p.add_argument("--count-template", action="store_true",
+                   help="GLASS's statistic counts the chat template's opening too (the behaviour before; a control)")
     p.add_argument("--blocks", type=_ints, default=None,
                    help="int4: neurons per selection candidate, comma-separated (default 32; 1 = neuron by neuron)")
     p.add_argument("--force", action="store_true")

@@ -275,6 +275,13 @@ class Decoder:
         state.plan = None  # the kept sets may have changed
         return logits
 
+    def restart_statistic(self, state: SequenceState) -> None:
+        """Zero the GLASS statistic: the next prefill chunks alone choose the kept neurons (the chat template's shared
+        opening tells nothing of this prompt; EVAL.md)."""
+        batch = state.attention_mask.shape[0]
+        state.neuron_stats = [self._value(np.zeros((batch, self.model["intermediate_size"]), np.float32))
+                              for _ in self.state_in]
+
     def _require_prefill(self, state: SequenceState) -> None:
         if self.glass and not state.kept:
             raise GlassError("decode before prefill: run the prompt through prefill first")

@@ -81,7 +81,10 @@ class Generator:
         on_text: Callable[[str], None] | None = None,
         prefill_chunk: int | None = None,
         ignore_eos: bool = False,
+        count_template: bool = False,
     ) -> GenerationResult:
+        """Generate up to ``max_new_tokens`` after ``prompt_ids``. A GLASS artifact's prompt statistic leaves out
+        the chat template's shared opening (system block, user header) unless ``count_template``."""
         if not prompt_ids:
             raise GlassError("the prompt is empty; pass some text to continue")
         if max_new_tokens < 1:
@@ -100,9 +103,15 @@ class Generator:
         ids = np.asarray([prompt_ids], dtype=np.int64)
         chunk = prefill_chunk or len(prompt_ids)
 
+        # the chat template's shared opening is prefilled, then GLASS's statistic restarts: it counts this prompt only
+        opening = self.codec.template_prefix_length(prompt_ids) if decoder.glass and not count_template else 0
+        opening = opening if opening < len(prompt_ids) else 0
         t0 = time.perf_counter()
-        for start in range(0, len(prompt_ids), chunk):
-            logits = decoder.prefill(state, ids[:, start : start + chunk])
+        for part in ((0, opening), (opening, len(prompt_ids))):
+            for start in range(part[0], part[1], chunk):
+                logits = decoder.prefill(state, ids[:, start : min(start + chunk, part[1])])
+            if part[1] == opening and opening:
+                decoder.restart_statistic(state)
         token = sampler(logits[0, -1])
         t_first = time.perf_counter()
 

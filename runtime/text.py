@@ -32,6 +32,21 @@ class TextCodec:
             return self.tokenizer.encode(text, add_special_tokens=False).ids
         return self.tokenizer.encode(text, add_special_tokens=True).ids
 
+    def template_prefix_length(self, ids: list[int]) -> int:
+        """How many leading ``ids`` are the chat template's own opening (system block, user header), shared by every
+        chat prompt: the common prefix with the template's rendering of an empty user turn; 0 without a template.
+        GLASS's prompt statistic leaves them out (Generator.generate)."""
+        if self.chat_template is None:
+            return 0
+        if not hasattr(self, "_empty_turn"):
+            self._empty_turn = self.encode("", chat=True)
+        n = 0
+        for a, b in zip(ids, self._empty_turn):
+            if a != b:
+                break
+            n += 1
+        return n if n < len(self._empty_turn) else 0  # a whole empty turn is no prefix of a prompt
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 

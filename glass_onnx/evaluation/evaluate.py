@@ -56,6 +56,7 @@ class EvalOptions:
     weights: str = "fp32"  # int4: the sparse models and a second reference, the int4 dense model
     blocks: tuple[int, ...] | None = None  # neurons per selection candidate; None: 1 for fp32, 32 for int4
     budgets: tuple[str, ...] = ("uniform",)  # per-layer budgets (compiler/budgets.py): uniform and/or calibrated
+    count_template: bool = False  # GLASS's statistic counts the chat template's opening too (as before; a control)
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -128,7 +129,7 @@ class Evaluator:
 
     def __init__(self, dense_dir: Path, artifacts: dict[tuple[str, int], Path], priors: dict[str, np.ndarray],
                  gen_len: int, threads: int | None = None, int4_dense_dir: Path | None = None,
-                 budgets: dict | None = None):
+                 budgets: dict | None = None, template_opening=None):
         self.dense = Decoder(dense_dir, threads=threads)
         self.int4_dense = Decoder(int4_dense_dir, threads=threads) if int4_dense_dir else None
         self.sparse = {key: Decoder(path, threads=threads) for key, path in artifacts.items()}
@@ -136,6 +137,7 @@ class Evaluator:
         self.orders = {key: np.load(path / PRIOR_FILE)["order"] for key, path in artifacts.items()}
         self.priors = priors  # method prior name -> ranks [layers, I]
         self.budgets = budgets or {}  # (sparsity, block) -> calibrated k per layer
+        self.template_opening = template_opening  # ids -> the chat template's opening length (TextCodec); None: 0
         self.gen_len = gen_len
         model = self.dense.model
         self.size, self.layers = model["intermediate_size"], model["num_layers"]
@@ -164,9 +166,23 @@ class Evaluator:
             logits = self.dense.decode(state, nxt[:, None])
         return tokens, live
 
+    def opening(self, prompts) -> int:
+        """The chat template's opening all these prompts share (0 if they do not), which GLASS's statistic leaves
+        out as Generator.generate does: prefilled first, then the statistic restarts."""
+        if self.template_opening is None:
+            return 0
+        lengths = {self.template_opening(list(p.ids)) for p in prompts}
+        opening = lengths.pop() if len(lengths) == 1 else 0
+        return opening if all(len(p.ids) > opening for p in prompts) else 0
+
     def _teacher_forced(self, decoder, prompts, tokens, overrides=None):
-        ids, mask = _pad_left([p.ids for p in prompts], self.pad)
         state = decoder.new_state(len(prompts))
+        opening = self.opening(prompts) if decoder.glass else 0
+        if opening:  # the same tokens in every row: no padding
+            decoder.prefill(state, np.array([p.ids[:opening] for p in prompts]), overrides=overrides)
+            decoder.restart_statistic(state)
+        # left padding within the chunk: the attention mask and the positions skip it
+        ids, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
         decoder.prefill(state, ids, mask, overrides=overrides)
         kept = decoder.kept_neurons(state)
         # right padding after EOS needs no mask: causal attention never looks ahead
@@ -300,10 +316,14 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
             profile = budget_profile(manifest, source, CompileOptions(prior_samples=options.prior_samples), k)
             budgets[(sparsity, block)] = calibrated_budgets(profile, k, manifest["model"]["intermediate_size"],
                                                             block if block > 1 else STEP)[0]
-        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense, budgets)
+        evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense, budgets,
+                              None if options.count_template else codec.template_prefix_length)
         per_config: dict[Config, list] = {c: [] for c in grid}
         by_bucket: dict[tuple, list] = {}
-        batches = [prompts[i : i + evaluator.batch] for i in range(0, len(prompts), evaluator.batch)]
+        # batches within a bucket: a chat batch shares the template's opening (Evaluator.opening)
+        buckets = [[p for p in prompts if p.bucket == b] for b in dict.fromkeys(p.bucket for p in prompts)]
+        batches = [bucket[i : i + evaluator.batch] for bucket in buckets
+                   for i in range(0, len(bucket), evaluator.batch)]
         for batch in progress(batches, desc=f"eval {len(prompts)} prompts x {len(grid)} configs", unit="batch"):
             for config, rows in evaluator.run_batch(batch, grid).items():
                 per_config[config] += rows

@@ -31,9 +31,15 @@ def teacher_forced_agreement(dense, sparse, prompt: list[int], tokens: list[int]
     continuation ``tokens`` of ``prompt``, teacher-forced: what EVAL.md measures, on this one prompt."""
     from glass_onnx.evaluation.metrics import token_metrics
 
+    opening = sparse.codec.template_prefix_length(prompt)  # left out of the statistic, as in generate
+    opening = opening if opening < len(prompt) else 0
+
     def logits(decoder) -> np.ndarray:
         state = decoder.new_state()
-        first = decoder.prefill(state, np.array([prompt]))[0, -1:]
+        if opening:
+            decoder.prefill(state, np.array([prompt[:opening]]))
+            decoder.restart_statistic(state)
+        first = decoder.prefill(state, np.array([prompt[opening:]]))[0, -1:]
         return np.concatenate([first, decoder.decode(state, np.array([tokens[:-1]]))[0]])
 
     m = token_metrics(logits(dense.decoder), logits(sparse.decoder), np.array(tokens), np.ones(len(tokens)))

@@ -196,7 +196,8 @@ class Decoder {
     if (prefill) {
       // stats that the graph declares as initializer-backed inputs (a default of zeros, batch 1) are not listed in
       // inputNames, and onnxruntime-node drops feeds it does not list: those start from that default, the zeros the
-      // protocol starts from (this client prefills the prompt in one call, batch 1)
+      // protocol starts from (this client feeds zeros to every prompt call that counts, batch 1: the whole prompt,
+      // or after the chat template's opening)
       const listed = new Set(session.inputNames);
       this.stateIn.forEach((name, i) => listed.has(name) && (feeds[name] = state.stats[i]));
       outputs.push(...this.stateOut, ...this.handoffOut);
@@ -275,6 +276,15 @@ class TextCodec {
     return this.tokenizer.encode(text, { add_special_tokens: true }).ids;
   }
 
+  // as runtime/text.py template_prefix_length: the chat template's shared opening (system block, user header)
+  async templatePrefixLength(ids) {
+    if (this.chatTemplate === null) return 0;
+    if (this.emptyTurn === undefined) this.emptyTurn = await this.encode("", true);
+    let n = 0;
+    while (n < ids.length && n < this.emptyTurn.length && ids[n] === this.emptyTurn[n]) n++;
+    return n < this.emptyTurn.length ? n : 0;
+  }
+
   decode(ids) {
     if (!ids.length) return "";
     return this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
@@ -312,8 +322,15 @@ async function generate(decoder, codec, promptIds, maxNewTokens, onText) {
   const eos = new Set(codec.eosTokenIds);
   const state = decoder.newState();
 
+  // GLASS's statistic leaves out the chat template's shared opening: prefill it, restart the statistic, prefill the rest
+  let opening = decoder.glass ? await codec.templatePrefixLength(promptIds) : 0;
+  if (opening >= promptIds.length) opening = 0;
   const t0 = performance.now();
-  let token = argmaxLast(await decoder.prefill(state, promptIds));
+  if (opening) {
+    await decoder.prefill(state, promptIds.slice(0, opening));
+    state.stats = decoder.newState().stats;
+  }
+  let token = argmaxLast(await decoder.prefill(state, promptIds.slice(opening)));
   const tFirst = performance.now();
 
   const tokens = [token];

@@ -1,0 +1,46 @@
+"""GLASS's prompt statistic leaves out the chat template's shared opening (system block, user header)."""
+
+import numpy as np
+
+from glass_onnx.passes import glass_math
+from glass_onnx.runtime import Generator, load_manifest, open_decoder
+
+
+def greedy(decoder, state, logits, n):
+    tokens = []
+    for _ in range(n):
+        tokens.append(int(np.argmax(logits[0, -1])))
+        logits = decoder.decode(state, np.array([[tokens[-1]]]))
+    return tokens
+
+
+def test_the_statistic_restarts_after_the_template_opening(tiny_compiled):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    generator = Generator(artifact, layout="reference")
+    prompt = generator.encode("Why is the sky blue?", chat=True)
+    opening = generator.codec.template_prefix_length(prompt)
+    assert 0 < opening < len(prompt) and generator.codec.template_prefix_length(
+        generator.encode("Why is the sky blue?", chat=False)) == 0
+    decoder = open_decoder(artifact, layout="reference")
+    ids = np.array([prompt])
+    stats = lambda state: np.stack([v.numpy()[0] for v in state.neuron_stats])  # noqa: E731
+    whole = decoder.new_state()
+    decoder.prefill(whole, ids)
+    split = decoder.new_state()
+    decoder.prefill(split, ids[:, :opening])
+    first = stats(split)
+    decoder.restart_statistic(split)
+    logits = decoder.prefill(split, ids[:, opening:])
+    np.testing.assert_allclose(stats(split), stats(whole) - first, rtol=1e-4, atol=1e-6)  # the opening left out
+    glass = load_manifest(artifact)["glass"]
+    prior = np.load(artifact / "prior.npz")["rank"]
+    want = glass_math.select(stats(split), prior, glass["lam"], glass["k_per_layer"])
+    assert all(np.array_equal(k[0], w) for k, w in zip(decoder.kept_neurons(split), want))
+    assert not all(np.array_equal(a, b) for a, b in zip(decoder.kept_neurons(split), decoder.kept_neurons(whole)))
+    # generate does exactly this, and counts every token when told to
+    assert generator.generate(prompt, 6, ignore_eos=True).tokens == greedy(decoder, split, logits, 6)
+    whole_logits = decoder.prefill(decoder.new_state(), ids)
+    state = decoder.new_state()
+    decoder.prefill(state, ids)
+    assert generator.generate(prompt, 6, ignore_eos=True, count_template=True).tokens == greedy(
+        decoder, state, whole_logits, 6)
