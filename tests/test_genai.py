@@ -9,9 +9,11 @@ og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not i
 from glass_onnx.runtime import Generator  # noqa: E402
 
 
-@pytest.mark.parametrize("method,weights", [("a-glass", "fp32"), ("griffin", "fp32"), ("a-glass", "int4")])
-def test_genai_pipeline_generates_the_same_tokens(tiny_compiled, method, weights):
-    artifact = tiny_compiled(method=method, sparsity=0.5, genai=True, weights=weights)
+@pytest.mark.parametrize("method,weights,budget", [("a-glass", "fp32", "uniform"), ("griffin", "fp32", "uniform"),
+                                                   ("a-glass", "int4", "uniform"),
+                                                   ("a-glass", "fp32", "32,64,48")])  # k per layer
+def test_genai_pipeline_generates_the_same_tokens(tiny_compiled, method, weights, budget):
+    artifact = tiny_compiled(method=method, sparsity=0.5, genai=True, weights=weights, budget=budget)
     config = json.loads((artifact / "genai_config.json").read_text())
     assert config["model"]["type"] == "decoder-pipeline"
     ours = Generator(artifact, layout="reference")  # genai runs the reference graphs
