@@ -44,3 +44,11 @@ def test_ratios_divide_by_the_dense_model_of_the_same_weights_and_by_genai():
     assert runs[4]["decode_vs_dense"] == 1.042  # genai's int4 build against our int4 dense: (1.25 + 0.833) / 2
     assert runs[3]["decode_vs_genai"] == 1.2 and runs[2]["decode_vs_genai"] == 1.0
     assert "decode_vs_genai" not in runs[5] and runs[5]["decode_vs_dense"] == 1.0  # no genai at 2 threads
+
+
+def test_bench_compiles_a_variant_per_sparsity_and_budget(tiny_dense):
+    from glass_onnx.tools.bench import compile_variants
+
+    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], budgets=("uniform", "32,64,48"))
+    assert set(variants) == {"dense", "a-glass 0.5 uniform", "a-glass 0.5 32,64,48"}
+    assert variants["a-glass 0.5 uniform"][0] != variants["a-glass 0.5 32,64,48"][0]

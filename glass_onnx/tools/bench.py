@@ -129,7 +129,8 @@ def compile_variants(model: str, method: str, sparsities: list[float], layouts: 
         for s in sparsities:
             for budget in budgets:
                 named = f" {budget}" if len(budgets) > 1 else ""
-                out = cache_dir() / "bench" / f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else budget)
+                out = cache_dir() / "bench" / (f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else
+                                                                           f"-{budget}"))
                 compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form,
                                                          budget=budget), force=True)
                 for layout in layouts:

@@ -63,8 +63,9 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     recipe = recipe_of(load_manifest(dense))
     recommended = recipe.demo_sparsity if recipe and recipe.demo_sparsity is not None else DEFAULT_DEMO_SPARSITY
     sparsity = check_sparsity(recommended if sparsity is None else sparsity)
-    compiled = output / f"{Path(model).name}-a-glass-{sparsity:g}"
-    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True)
+    budget = recipe.demo_budget if recipe and sparsity == recommended else "uniform"
+    compiled = output / (f"{Path(model).name}-a-glass-{sparsity:g}" + ("" if budget == "uniform" else f"-{budget}"))
+    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity, budget=budget), force=True)
     generators, results = {}, {}
     for name, artifact in (("dense", dense), ("a-glass", compiled)):
         generators[name] = generator = Generator(artifact, threads=threads)
@@ -74,7 +75,7 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     dense_result, glass_result = results["dense"], results["a-glass"]
     glass = generators["a-glass"].manifest["glass"]
     lines = [f"\nprompt: {prompt}\n",
-             side_by_side("dense", dense_result.text, f"A-GLASS {sparsity:.0%}, {keep_summary(glass)}",
+             side_by_side("dense", dense_result.text, f"A-GLASS {sparsity:.0%} ({budget}), {keep_summary(glass)}",
                           glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
     for name, r in results.items():
         lines.append(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "
