@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from glass_onnx.passes.glass_math import layer_budgets
 from glass_onnx.runtime.errors import GlassError
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,6 @@ STEP = 32
 PROTECT = 5.0  # a layer costing this many times the median layer keeps every neuron
 OWL_M, OWL_LAM = 5.0, 0.3
 PROFILE_SAMPLES, PROMPT_TOKENS, SCORED_TOKENS = 8, 64, 64
-
-
-def uniform_budgets(k: int, layers: int) -> list[int]:
-    """k neurons in every layer."""
-    return [k] * layers
 
 
 def explicit_budgets(spec: str, layers: int, size: int, block: int) -> list[int]:
@@ -199,7 +195,7 @@ def layer_budgets_for(spec: str, k: int, layers: int, size: int, block: int, cal
     """(k per layer, the manifest's ``glass.budget``) for ``--budget spec``; ``calibrate()`` gives the calibrated
     budget's LayerProfile when asked for."""
     if spec == "uniform":
-        return uniform_budgets(k, layers), {"kind": "uniform"}
+        return layer_budgets(k, layers), {"kind": "uniform"}
     if spec == "calibrated":
         return calibrated_budgets(calibrate(), k, size, block if block > 1 else STEP)
     return explicit_budgets(spec, layers, size, block), {"kind": "explicit"}
