@@ -105,7 +105,6 @@ class Generator:
 
         # the chat template's shared opening is prefilled, then GLASS's statistic restarts: it counts this prompt only
         opening = self.codec.template_prefix_length(prompt_ids) if decoder.glass and not count_template else 0
-        opening = opening if opening < len(prompt_ids) else 0
         t0 = time.perf_counter()
         for part in ((0, opening), (opening, len(prompt_ids))):
             for start in range(part[0], part[1], chunk):

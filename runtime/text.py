@@ -45,7 +45,8 @@ class TextCodec:
             if a != b:
                 break
             n += 1
-        return n if n < len(self._empty_turn) else 0  # a whole empty turn is no prefix of a prompt
+        # a whole empty turn is no prefix of a prompt, and an opening needs a rest to count
+        return n if n < len(self._empty_turn) and n < len(ids) else 0
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -32,7 +32,6 @@ def teacher_forced_agreement(dense, sparse, prompt: list[int], tokens: list[int]
     from glass_onnx.evaluation.metrics import token_metrics
 
     opening = sparse.codec.template_prefix_length(prompt)  # left out of the statistic, as in generate
-    opening = opening if opening < len(prompt) else 0
 
     def logits(decoder) -> np.ndarray:
         state = decoder.new_state()
