@@ -179,10 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, default=None,
                    help="neurons per selection candidate: 1 (fp32 default), or for int4 a multiple of 32 (default 32, "
                         "the int4 fast layout's unit); int4 with 1 selects neuron by neuron, reference layout only")
-    p.add_argument("--budget", default="uniform",
-                   help="neurons per layer: uniform (the same k in every layer, default), calibrated (chosen from "
-                        "the model's own samples for the same total: glass_onnx/compiler/budgets.py), or one count "
-                        "per layer (k_0,k_1,...; whole blocks), which then sets the sparsity")
+    p.add_argument("--budget", default=None,
+                   help="neurons per layer: calibrated (default: chosen from the model's own samples for the same "
+                        "total, uniform where they say so: glass_onnx/compiler/budgets.py), uniform (the same k in "
+                        "every layer, as the paper), or one count per layer (k_0,k_1,...; whole blocks), which then "
+                        "sets the sparsity")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 

@@ -21,7 +21,6 @@ class ModelRecipe:
     # the sparsity where A-GLASS's greedy text stays close to dense (EVAL.md), what `demo` shows first, and what
     # EVAL.md measured there on the test split: {"kl": ..., "top1": ..., "prompts": ...}
     demo_sparsity: float | None = None
-    demo_budget: str = "uniform"  # compile --budget for the demo
     demo_quality: dict | None = None
     licence: str = ""
 

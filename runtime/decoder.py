@@ -275,9 +275,23 @@ class Decoder:
         state.plan = None  # the kept sets may have changed
         return logits
 
-    def restart_statistic(self, state: SequenceState) -> None:
-        """Zero the GLASS statistic: the next prefill chunks alone choose the kept neurons (the chat template's shared
-        opening tells nothing of this prompt; EVAL.md)."""
+    def prefill_prompt(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                       overrides: dict | None = None, uncounted: int = 0, chunk: int | None = None) -> np.ndarray:
+        """Prefill a whole prompt [batch, n] in chunks of ``chunk`` tokens; its first ``uncounted`` tokens (the same in
+        every row: the chat template's shared opening, which tells nothing of this prompt; EVAL.md) are prefilled,
+        then the GLASS statistic restarts, so the rest alone chooses the kept neurons. Returns the last chunk's
+        logits."""
+        mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
+        step = chunk or input_ids.shape[1]
+        for begin, end in ((0, uncounted), (uncounted, input_ids.shape[1])):
+            for start in range(begin, end, step):
+                stop = min(start + step, end)
+                logits = self.prefill(state, input_ids[:, start:stop], mask[:, start:stop], overrides)
+            if end == uncounted and uncounted:
+                self._restart_statistic(state)
+        return logits
+
+    def _restart_statistic(self, state: SequenceState) -> None:
         batch = state.attention_mask.shape[0]
         state.neuron_stats = [self._value(np.zeros((batch, self.model["intermediate_size"]), np.float32))
                               for _ in self.state_in]

@@ -101,16 +101,9 @@ class Generator:
         decoder = self.decoder
         state = decoder.new_state(batch=1, capacity=len(prompt_ids) + max_new_tokens)
         ids = np.asarray([prompt_ids], dtype=np.int64)
-        chunk = prefill_chunk or len(prompt_ids)
-
-        # the chat template's shared opening is prefilled, then GLASS's statistic restarts: it counts this prompt only
         opening = self.codec.template_prefix_length(prompt_ids) if decoder.glass and not count_template else 0
         t0 = time.perf_counter()
-        for part in ((0, opening), (opening, len(prompt_ids))):
-            for start in range(part[0], part[1], chunk):
-                logits = decoder.prefill(state, ids[:, start : min(start + chunk, part[1])])
-            if part[1] == opening and opening:
-                decoder.restart_statistic(state)
+        logits = decoder.prefill_prompt(state, ids, uncounted=opening, chunk=prefill_chunk)
         token = sampler(logits[0, -1])
         t_first = time.perf_counter()
 

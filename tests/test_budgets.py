@@ -80,33 +80,53 @@ def test_the_int4_fast_layout_refuses_other_budgets_than_its_own(tiny_compiled):
         decoder.decode(state, np.array([[3]]))
 
 
-def test_calibrated_budgets_protect_the_costly_layer_and_keep_the_total():
-    from glass_onnx.compiler.budgets import LayerProfile, calibrated_budgets
+def test_calibrated_candidates_protect_the_costly_layer_and_keep_the_total():
+    from glass_onnx.compiler.budgets import LayerProfile, candidate_budgets
 
     sensitivity = np.array([0.58, 0.03, 0.02, 0.04, 0.03, 0.1])
     outlier = np.array([0.01, 0.002, 0.001, 0.004, 0.003, 0.006])
-    budgets, info = calibrated_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536)
-    assert budgets[0] == 1536 and info["protected_layers"] == [0]  # 0.58 > 5 x the median 0.035
-    assert sum(budgets) == 6 * 768 and all(b % 32 == 0 and 32 <= b <= 1536 for b in budgets)
-    assert budgets[2] < budgets[3] < budgets[5]  # more outliers, more neurons
-    again, _ = calibrated_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536)
-    assert again == budgets  # deterministic
-    high, info = calibrated_budgets(LayerProfile(outlier, sensitivity), k=384, size=1536)  # 75%: no outlier weighting
-    assert info["owl_lam"] == 0 and high[0] == 1536 and sum(high) == 6 * 384 and np.ptp(high[1:]) <= 32
+    candidates = candidate_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536)
+    assert list(candidates)[0] == "uniform" and candidates["uniform"] == [768] * 6
+    assert candidates["protected"] == [1536, 640, 608, 608, 608, 608]  # 0.58 > 5 x the median 0.035
+    for name, budgets in candidates.items():
+        assert sum(budgets) == 6 * 768 and all(b % 32 == 0 and 32 <= b <= 1536 for b in budgets), name
+    owl = candidates["protected+owl0.3"]
+    assert owl[0] == 1536 and owl[2] < owl[3] < owl[5]  # more outliers, more neurons
+    assert candidate_budgets(LayerProfile(outlier, sensitivity), k=768, size=1536) == candidates  # deterministic
+    # no dominant layer and alike outlier ratios: every candidate is the uniform one, listed once
+    assert candidate_budgets(LayerProfile(np.full(6, 0.01), np.full(6, 0.05)), k=768, size=1536) == \
+        {"uniform": [768] * 6}
     # protection yields where the rest could not keep a step each
-    tight, info = calibrated_budgets(LayerProfile(outlier, np.array([9.0, 8.0, 0.01, 0.01, 0.01, 0.01])), k=48,
-                                     size=128)
-    assert info["protected_layers"] == [0] and tight == [128, 32, 32, 32, 32, 32]
+    tight = candidate_budgets(LayerProfile(outlier, np.array([9.0, 8.0, 0.01, 0.01, 0.01, 0.01])), k=48, size=128)
+    assert tight["protected"] == [128, 32, 32, 32, 32, 32]
 
 
-def test_calibrated_compile_is_deterministic_and_cached(tiny_dense, tmp_path):
+def test_the_calibrated_choice_is_the_least_costly_on_the_samples_unless_uniform_is_as_good():
+    from glass_onnx.compiler.budgets import LayerProfile, choose_budgets
+
+    profile = LayerProfile(np.zeros(3), np.array([0.9, 0.01, 0.02]))
+    candidates = {"uniform": [64, 64, 64], "protected": [96, 48, 48], "protected+owl0.1": [96, 64, 32]}
+    budgets, record = choose_budgets(candidates, {"uniform": 0.5, "protected": 0.3, "protected+owl0.1": 0.31},
+                                     profile, k=64, size=96)
+    assert budgets == [96, 48, 48] and record["chosen"] == "protected" and record["protected_layers"] == [0]
+    assert record["sample_kl"]["uniform"] == 0.5 and record["kind"] == "calibrated"
+    for kl in ({"uniform": 0.3, "protected": 0.3, "protected+owl0.1": 0.4},  # a tie
+               {"uniform": 0.3, "protected": 0.29, "protected+owl0.1": 0.4}):  # less than MARGIN better: noise
+        budgets, record = choose_budgets(candidates, kl, profile, k=64, size=96)
+        assert budgets == [64, 64, 64] and record["chosen"] == "uniform" and record["protected_layers"] == []
+
+
+def test_calibrated_compile_is_the_default_deterministic_and_cached(tiny_dense, tmp_path):
     from conftest import compile_tiny
 
     options = dict(method="a-glass", sparsity=1 / 3, budget="calibrated", prior_tokens=136)  # k = 64 of 96
     first = load_manifest(compile_tiny(tiny_dense, tmp_path / "a", **options))["glass"]
-    second = load_manifest(compile_tiny(tiny_dense, tmp_path / "b", **options))["glass"]
+    second = load_manifest(compile_tiny(tiny_dense, tmp_path / "b", **{**options, "budget": None}))["glass"]
     assert first["budget"]["kind"] == "calibrated" and len(first["budget"]["sensitivity"]) == 3
-    assert first["k_per_layer"] == second["k_per_layer"] and sum(first["k_per_layer"]) == 3 * 64
-    assert all(k % 32 == 0 for k in first["k_per_layer"])
-    with pytest.raises(GlassError, match="too short to calibrate budgets"):
+    assert first["budget"]["chosen"] in first["budget"]["sample_kl"] and "uniform" in first["budget"]["sample_kl"]
+    assert second["budget"] == first["budget"] and first["k_per_layer"] == second["k_per_layer"]
+    assert sum(first["k_per_layer"]) == 3 * 64 and all(k % 32 == 0 for k in first["k_per_layer"])
+    dense = load_manifest(compile_tiny(tiny_dense, tmp_path / "d", **{**options, "sparsity": 0.0, "budget": None}))
+    assert dense["glass"]["budget"] == {"kind": "uniform"}  # nothing to share out at sparsity 0
+    with pytest.raises(GlassError, match="too short or too few to calibrate budgets"):
         compile_tiny(tiny_dense, tmp_path / "c", **{**options, "prior_tokens": 32})

@@ -34,7 +34,7 @@ def real(request, tmp_path_factory):
 def compiled(real, **options):
     from glass_onnx.compiler.compile import CompileOptions, compile_model
 
-    options = {"prior_samples": 4, "prior_tokens": 32, **options}
+    options = {"prior_samples": 4, "prior_tokens": 32, "budget": "uniform", **options}
     name = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
     out = real["root"] / name
     if not out.exists():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from glass_onnx.compiler.artifact import atomic_directory, created_by, refuse_existing
-from glass_onnx.compiler.budgets import layer_budgets_for
+from glass_onnx.compiler.budgets import STEP, layer_budgets_for
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import (
@@ -70,7 +70,8 @@ class CompileOptions:
     attention: str = "ort"  # the export's attention form when compiling from a model (export.py)
     weights: str = "fp32"  # or "int4" (export.py, passes/quantize_weights.py)
     block: int | None = None  # neurons per selection candidate; None: 32 for int4 (its fast layout), else 1
-    budget: str = "uniform"  # neurons per layer (compiler/budgets.py): a budget's name or one count per layer
+    budget: str | None = None  # neurons per layer (compiler/budgets.py): a budget's name or one count per layer;
+    # None: calibrated for a sparse method (uniform wherever the model's samples say so), uniform for dense
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -205,13 +206,14 @@ def neuron_order(method, prior_values: np.ndarray, manifest: dict, source,
     return np.argsort(ranks(prior_values), axis=-1, kind="stable")
 
 
-def budget_profile(manifest: dict, source, options: CompileOptions, k: int):
-    """The calibrated budget's layer profile (compiler/budgets.py): A-GLASS at the model's default lam and the
-    uniform k, on the activation prior's samples, whatever the method (so methods compare on one budget)."""
-    from glass_onnx.compiler.budgets import calibration_profile
+def calibrated_layer_budgets(manifest: dict, source, options: CompileOptions, k: int) -> tuple[list[int], dict]:
+    """The calibrated budget (compiler/budgets.py): measured with A-GLASS at the model's default lam and the uniform
+    k, on the activation prior's samples, whatever the method (so methods compare on one budget)."""
+    from glass_onnx.compiler.budget_calibration import calibrated_budgets
 
     values, _ = global_prior(manifest, source, METHODS["a-glass"], options)
-    return calibration_profile(manifest, source, options, ranks(values), default_lam(recipe_of(manifest)), k)
+    step = options.block if options.block > 1 else STEP
+    return calibrated_budgets(manifest, source, options, ranks(values), default_lam(recipe_of(manifest)), k, step)
 
 
 def compile_model(spec: str, output: str | Path, options: CompileOptions, force: bool = False) -> Path:
@@ -236,10 +238,11 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
         prior_rank = np.take_along_axis(prior_rank, order, axis=1)
     if options.block > 1:
         prior_rank = block_prior_rank(prior_rank, options.block)
-    if method.name == "dense" and options.budget != "uniform":
+    if method.name == "dense" and options.budget not in (None, "uniform"):
         raise GlassError("the dense method keeps every neuron; --budget applies to the sparse methods")
-    budgets, budget = layer_budgets_for(options.budget, k, model_info["num_layers"], size, options.block,
-                                        calibrate=lambda: budget_profile(manifest, source, options, k))
+    spec = options.budget or ("uniform" if k == size else "calibrated")
+    budgets, budget = layer_budgets_for(spec, k, model_info["num_layers"], size, options.block,
+                                        calibrate=lambda: calibrated_layer_budgets(manifest, source, options, k))
     budget_kind, budgets = budget["kind"], tuple(budgets)
     selection = Selection(prior_rank, lam, budgets, options.fusion, options.block)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glass_onnx.compiler.budgets import BUDGETS, STEP
+from glass_onnx.compiler.budgets import BUDGETS
 from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
     INT4_BLOCK,
@@ -178,12 +178,12 @@ class Evaluator:
     def _teacher_forced(self, decoder, prompts, tokens, overrides=None):
         state = decoder.new_state(len(prompts))
         opening = self.opening(prompts) if decoder.glass else 0
-        if opening:  # the same tokens in every row: no padding
-            decoder.prefill(state, np.array([p.ids[:opening] for p in prompts]), overrides=overrides)
-            decoder.restart_statistic(state)
-        # left padding within the chunk: the attention mask and the positions skip it
-        ids, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
-        decoder.prefill(state, ids, mask, overrides=overrides)
+        # the opening is the same in every row; the rest is left-padded (the attention mask and positions skip it)
+        rest, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
+        shared = np.array([p.ids[:opening] for p in prompts], np.int64).reshape(len(prompts), opening)
+        ids = np.concatenate([shared, rest], 1)
+        mask = np.concatenate([np.ones((len(prompts), opening), mask.dtype), mask], 1)
+        decoder.prefill_prompt(state, ids, mask, overrides, uncounted=opening)
         kept = decoder.kept_neurons(state)
         # right padding after EOS needs no mask: causal attention never looks ahead
         return decoder.decode(state, tokens[:, :-1]), kept
@@ -264,8 +264,7 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     """`glass-onnx eval`: the grid of ``options`` on ``model``, written to ``output`` (results.json, results.md,
     plots)."""
     from glass_onnx.compiler.artifact import atomic_directory, refuse_existing
-    from glass_onnx.compiler.budgets import calibrated_budgets
-    from glass_onnx.compiler.compile import CompileOptions, budget_profile, compile_model
+    from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
     from glass_onnx.compiler.export import dense_artifact
     from glass_onnx.compiler.priors import global_prior
     from glass_onnx.compiler.settings import default_lam
@@ -313,9 +312,8 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
         budgets = {}  # the calibrated budgets, as compile --budget calibrated chooses them
         for sparsity, block in sorted({(c.sparsity, c.block) for c in grid if c.budget == "calibrated"}):
             k = keep_count(sparsity, manifest["model"]["intermediate_size"], block)
-            profile = budget_profile(manifest, source, CompileOptions(prior_samples=options.prior_samples), k)
-            budgets[(sparsity, block)] = calibrated_budgets(profile, k, manifest["model"]["intermediate_size"],
-                                                            block if block > 1 else STEP)[0]
+            budgets[(sparsity, block)] = calibrated_layer_budgets(
+                manifest, source, CompileOptions(prior_samples=options.prior_samples, block=block), k)[0]
         evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense, budgets,
                               None if options.count_template else codec.template_prefix_length)
         per_config: dict[Config, list] = {c: [] for c in grid}

@@ -35,10 +35,7 @@ def teacher_forced_agreement(dense, sparse, prompt: list[int], tokens: list[int]
 
     def logits(decoder) -> np.ndarray:
         state = decoder.new_state()
-        if opening:
-            decoder.prefill(state, np.array([prompt[:opening]]))
-            decoder.restart_statistic(state)
-        first = decoder.prefill(state, np.array([prompt[opening:]]))[0, -1:]
+        first = decoder.prefill_prompt(state, np.array([prompt]), uncounted=opening)[0, -1:]
         return np.concatenate([first, decoder.decode(state, np.array([tokens[:-1]]))[0]])
 
     m = token_metrics(logits(dense.decoder), logits(sparse.decoder), np.array(tokens), np.ones(len(tokens)))
@@ -62,9 +59,8 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     recipe = recipe_of(load_manifest(dense))
     recommended = recipe.demo_sparsity if recipe and recipe.demo_sparsity is not None else DEFAULT_DEMO_SPARSITY
     sparsity = check_sparsity(recommended if sparsity is None else sparsity)
-    budget = recipe.demo_budget if recipe and sparsity == recommended else "uniform"
-    compiled = output / (f"{Path(model).name}-a-glass-{sparsity:g}" + ("" if budget == "uniform" else f"-{budget}"))
-    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity, budget=budget), force=True)
+    compiled = output / f"{Path(model).name}-a-glass-{sparsity:g}"
+    compile_model(model, compiled, CompileOptions(method="a-glass", sparsity=sparsity), force=True)
     generators, results = {}, {}
     for name, artifact in (("dense", dense), ("a-glass", compiled)):
         generators[name] = generator = Generator(artifact, threads=threads)
@@ -73,9 +69,12 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
         results[name] = generator.generate(ids, max_new_tokens=max_new_tokens)
     dense_result, glass_result = results["dense"], results["a-glass"]
     glass = generators["a-glass"].manifest["glass"]
+    chosen = glass["budget"].get("chosen")
+    budget = f"{glass['budget']['kind']} budget" + (f": {chosen}" if chosen else "")
+    title = f"A-GLASS {sparsity:.0%} ({budget}), {keep_summary(glass)}"
     lines = [f"\nprompt: {prompt}\n",
-             side_by_side("dense", dense_result.text, f"A-GLASS {sparsity:.0%} ({budget}), {keep_summary(glass)}",
-                          glass_result.text, width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
+             side_by_side("dense", dense_result.text, title, glass_result.text,
+                          width=min(shutil.get_terminal_size((120, 20)).columns, 140)), ""]
     for name, r in results.items():
         lines.append(f"{name:>8}: {r.prompt_tokens} prompt tokens, prefill {r.prefill_ms:.0f} ms, "
                      f"{len(r.tokens)} tokens at {r.decode_tokens_per_s:.1f} tok/s")
