@@ -114,4 +114,5 @@ def test_eval_compares_uniform_and_calibrated_budgets(tiny_dir, tmp_path):
         (m, b) for m in ("griffin", "a-glass") for b in ("uniform", "calibrated")}
     [calibrated] = result["calibrated_budgets"]
     assert sum(calibrated["k_per_layer"]) == 3 * 64 and len(calibrated["k_per_layer"]) == 3
+    assert calibrated["chosen"] in calibrated["sample_kl"] and (out / "budgets_by_layer.png").exists()
     assert "calibrated budget" in (out / "results.md").read_text()

@@ -309,11 +309,11 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
                 str(dense), tmp / "artifacts" / f"{fusion}-{block}",
                 CompileOptions(method="griffin", sparsity=0.5, fusion=fusion, weights=options.weights, block=block))
         int4_dense = dense_artifact(model, attention="onnx", weights="int4")[0] if options.weights == "int4" else None
-        budgets = {}  # the calibrated budgets, as compile --budget calibrated chooses them
+        budgets, chosen = {}, {}  # the calibrated budgets, as compile --budget calibrated chooses them
         for sparsity, block in sorted({(c.sparsity, c.block) for c in grid if c.budget == "calibrated"}):
             k = keep_count(sparsity, manifest["model"]["intermediate_size"], block)
-            budgets[(sparsity, block)] = calibrated_layer_budgets(
-                manifest, source, CompileOptions(prior_samples=options.prior_samples, block=block), k)[0]
+            budgets[(sparsity, block)], chosen[(sparsity, block)] = calibrated_layer_budgets(
+                manifest, source, CompileOptions(prior_samples=options.prior_samples, block=block), k)
         evaluator = Evaluator(dense, artifacts, priors, options.gen_len, options.threads, int4_dense, budgets,
                               None if options.count_template else codec.template_prefix_length)
         per_config: dict[Config, list] = {c: [] for c in grid}
@@ -337,7 +337,9 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
             "results": [{**dataclasses.asdict(c), **aggregate(rows)} for c, rows in per_config.items()],
             "by_bucket": [{**dataclasses.asdict(c), "bucket": b, **aggregate(rows)}
                           for (c, b), rows in by_bucket.items()],
-            "calibrated_budgets": [{"sparsity": s, "block": b, "k_per_layer": k} for (s, b), k in budgets.items()],
+            "calibrated_budgets": [{"sparsity": s, "block": b, "k_per_layer": k, "chosen": chosen[(s, b)]["chosen"],
+                                    "sample_kl": chosen[(s, b)]["sample_kl"]} for (s, b), k in budgets.items()],
+            "intermediate_size": manifest["model"]["intermediate_size"],
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / "results.json").write_text(json.dumps(result, indent=1))

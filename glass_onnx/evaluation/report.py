@@ -84,6 +84,23 @@ def plots(result: dict, out: Path) -> list[str]:
         fig.savefig(out / "jaccard_by_layer.png", dpi=110)
         plt.close(fig)
         files.append("jaccard_by_layer.png")
+    if result.get("calibrated_budgets"):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for b in result["calibrated_budgets"]:
+            line, = ax.plot(b["k_per_layer"], marker="o", markersize=3,
+                            label=f"calibrated {b['sparsity']:g} ({b['chosen']})")
+            uniform = sum(b["k_per_layer"]) / len(b["k_per_layer"])
+            ax.axhline(uniform, color=line.get_color(), linestyle=":", label=f"uniform {b['sparsity']:g}")
+        if "intermediate_size" in result:
+            ax.axhline(result["intermediate_size"], color="black", linewidth=0.8)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("FFN neurons kept")
+        ax.set_title(f"{result['model']}: calibrated per-layer budgets (same total as uniform)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "budgets_by_layer.png", dpi=110)
+        plt.close(fig)
+        files.append("budgets_by_layer.png")
     return files
 
 
