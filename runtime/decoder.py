@@ -281,6 +281,8 @@ class Decoder:
         every row: the chat template's shared opening, which tells nothing of this prompt; EVAL.md) are prefilled,
         then the GLASS statistic restarts, so the rest alone chooses the kept neurons. Returns the last chunk's
         logits."""
+        if input_ids.shape[1] == 0:
+            raise GlassError("the prompt is empty; give at least one token")
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
         step = chunk or input_ids.shape[1]
         for begin, end in ((0, uncounted), (uncounted, input_ids.shape[1])):

@@ -117,8 +117,8 @@ def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step
         dense, stats = probe.dense(profile_x)
         sensitivity = np.zeros(layers)
         for layer in progress(range(layers), desc="calibrating layer budgets"):
-            uniform = [k if i == layer else size for i in range(layers)]
-            sensitivity[layer] = probe.kl(profile_x, dense, kept_masks(stats, prior_rank, lam, uniform))
+            only_this_layer = [k if i == layer else size for i in range(layers)]
+            sensitivity[layer] = probe.kl(profile_x, dense, kept_masks(stats, prior_rank, lam, only_this_layer))
         profile = LayerProfile(outlier, sensitivity)
         candidates = candidate_budgets(profile, k, size, step)
         dense, stats = probe.dense(held_out)

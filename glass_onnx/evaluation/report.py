@@ -54,6 +54,17 @@ def plots(result: dict, out: Path) -> list[str]:
     results = [r for r in result["results"] if r["method"] != "dense"]
     dense = next((r for r in result["results"] if r["method"] == "dense"), None)
     files = []
+
+    def save(fig, ax, name: str, xlabel: str, ylabel: str, title: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{result['model']}: {title}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
     for metric, name in (("kl", "KL(dense || sparse) per token"), ("ppl", "perplexity of the dense continuation")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label in sorted({_label(r) for r in results}):
@@ -61,29 +72,17 @@ def plots(result: dict, out: Path) -> list[str]:
             ax.plot(*zip(*pts), marker="o", label=label)
         if metric == "ppl" and dense:
             ax.axhline(dense["ppl"], color="black", linestyle=":", label="dense")
-        ax.set_xlabel("FFN sparsity")
-        ax.set_ylabel(name)
         ax.set_yscale("log")
-        ax.set_title(f"{result['model']}: {name} ({result['split']} split, G={result['gen_len']})")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"{metric}_vs_sparsity.png", dpi=110)
-        plt.close(fig)
-        files.append(f"{metric}_vs_sparsity.png")
+        save(fig, ax, f"{metric}_vs_sparsity.png", "FFN sparsity", name,
+             f"{name} ({result['split']} split, G={result['gen_len']})")
     sparsities = sorted({r["sparsity"] for r in results})
     if sparsities:
         s = 0.5 if 0.5 in sparsities else sparsities[len(sparsities) // 2]
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for r in (r for r in results if r["sparsity"] == s):
             ax.plot(r["jaccard_by_layer"], label=_label(r))
-        ax.set_xlabel("layer")
-        ax.set_ylabel("Jaccard(kept, oracle)")
-        ax.set_title(f"{result['model']}: overlap with the oracle set per layer, sparsity {s:g}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "jaccard_by_layer.png", dpi=110)
-        plt.close(fig)
-        files.append("jaccard_by_layer.png")
+        save(fig, ax, "jaccard_by_layer.png", "layer", "Jaccard(kept, oracle)",
+             f"overlap with the oracle set per layer, sparsity {s:g}")
     if result.get("calibrated_budgets"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for b in result["calibrated_budgets"]:
@@ -93,14 +92,8 @@ def plots(result: dict, out: Path) -> list[str]:
             ax.axhline(uniform, color=line.get_color(), linestyle=":", label=f"uniform {b['sparsity']:g}")
         if "intermediate_size" in result:
             ax.axhline(result["intermediate_size"], color="black", linewidth=0.8)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("FFN neurons kept")
-        ax.set_title(f"{result['model']}: calibrated per-layer budgets (same total as uniform)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "budgets_by_layer.png", dpi=110)
-        plt.close(fig)
-        files.append("budgets_by_layer.png")
+        save(fig, ax, "budgets_by_layer.png", "layer", "FFN neurons kept",
+             "calibrated per-layer budgets (same total as uniform)")
     return files
 
 
