@@ -171,9 +171,8 @@ class Evaluator:
         out as Generator.generate does: prefilled first, then the statistic restarts."""
         if self.template_opening is None:
             return 0
-        lengths = {self.template_opening(list(p.ids)) for p in prompts}
-        opening = lengths.pop() if len(lengths) == 1 else 0
-        return opening if all(len(p.ids) > opening for p in prompts) else 0
+        lengths = {self.template_opening(list(p.ids)) for p in prompts}  # each shorter than its prompt
+        return lengths.pop() if len(lengths) == 1 else 0
 
     def _teacher_forced(self, decoder, prompts, tokens, overrides=None):
         state = decoder.new_state(len(prompts))

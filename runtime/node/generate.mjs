@@ -282,7 +282,8 @@ class TextCodec {
     if (this.emptyTurn === undefined) this.emptyTurn = await this.encode("", true);
     let n = 0;
     while (n < ids.length && n < this.emptyTurn.length && ids[n] === this.emptyTurn[n]) n++;
-    return n < this.emptyTurn.length ? n : 0;
+    // a whole empty turn is no prefix of a prompt, and an opening needs a rest to count
+    return n < this.emptyTurn.length && n < ids.length ? n : 0;
   }
 
   decode(ids) {
@@ -323,8 +324,7 @@ async function generate(decoder, codec, promptIds, maxNewTokens, onText) {
   const state = decoder.newState();
 
   // GLASS's statistic leaves out the chat template's shared opening: prefill it, restart the statistic, prefill the rest
-  let opening = decoder.glass ? await codec.templatePrefixLength(promptIds) : 0;
-  if (opening >= promptIds.length) opening = 0;
+  const opening = decoder.glass ? await codec.templatePrefixLength(promptIds) : 0;
   const t0 = performance.now();
   if (opening) {
     await decoder.prefill(state, promptIds.slice(0, opening));
