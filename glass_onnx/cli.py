@@ -14,6 +14,7 @@ from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
     DEFAULT_METHOD,
     DEFAULT_SPARSITY,
+    DEFAULT_WARMUP,
     FUSIONS,
     METHODS,
     PRIOR_SAMPLES,
@@ -51,7 +52,7 @@ def cmd_compile(args) -> None:
                              prior_samples=args.prior_samples, prior_tokens=args.prior_tokens,
                              prior_seed=args.seed, prior_text=args.prior_text, prior_file=args.prior_file,
                              genai=args.genai, attention=args.attention, weights=args.weights, block=args.block,
-                             budget=args.budget)
+                             budget=args.budget, warmup=args.warmup)
     compile_model(args.model, args.output, options, force=args.force)
 
 
@@ -64,7 +65,8 @@ def cmd_generate(args) -> None:
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     result = generator.generate(prompt_ids, max_new_tokens=args.max_new_tokens, sampling=sampling,
-                                stop_strings=tuple(args.stop or ()), on_text=stream, prefill_chunk=args.prefill_chunk)
+                                stop_strings=tuple(args.stop or ()), on_text=stream, prefill_chunk=args.prefill_chunk,
+                                warmup=args.warmup)
     glass = generator.manifest.get("glass")
     if args.json:
         data = result.to_json()
@@ -89,7 +91,7 @@ def cmd_eval(args) -> None:
                           split=args.split, per_bucket=args.per_bucket, gen_len=args.gen_len,
                           prompts_file=args.prompts, threads=args.threads, prior_samples=args.prior_samples,
                           weights=args.weights, blocks=args.blocks, chat=args.chat, budgets=_names(args.budgets),
-                          count_template=args.count_template)
+                          count_template=args.count_template, warmups=args.warmups)
     run_eval(args.model, Path(args.output), options, force=args.force)
 
 
@@ -101,7 +103,8 @@ def cmd_bench(args) -> None:
                            genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
                            provider=args.provider)
     variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
-                                attention=args.attention, weights=args.weights, budgets=_names(args.budgets))
+                                attention=args.attention, weights=args.weights, budgets=_names(args.budgets),
+                                warmups=args.warmups)
     report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
@@ -184,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "total, uniform where they say so: glass_onnx/compiler/budgets.py), uniform (the same k in "
                         "every layer, as the paper), or one count per layer (k_0,k_1,...; whole blocks), which then "
                         "sets the sparsity")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                   help="the runtime's default number of generated tokens run densely, their activations joining "
+                        f"the prompt's statistic, before decode goes sparse (default {DEFAULT_WARMUP}; 0: the paper's "
+                        "GLASS; EVAL.md)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_compile)
 
@@ -203,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--prefill-chunk", type=int, default=None,
                    help="prefill the prompt in chunks of this many tokens (at least 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="generated tokens run densely before GLASS chooses its neurons (default: the artifact's)")
     p.add_argument("--layout", default="auto", choices=["auto", "fast", "reference"],
                    help="sessions of a compiled artifact: fast (default) or reference (prefill.onnx + decode.onnx)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
@@ -231,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GLASS's statistic counts the chat template's opening too (the behaviour before; a control)")
     p.add_argument("--blocks", type=_ints, default=None,
                    help="int4: neurons per selection candidate, comma-separated (default 32; 1 = neuron by neuron)")
+    p.add_argument("--warmups", type=_ints, default=(0,),
+                   help="generated tokens run densely before the neurons are chosen, comma-separated (default 0)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -249,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--layouts", default="fast", help="session layouts to bench: fast, reference, or both")
     p.add_argument("--budgets", default="uniform", help="per-layer budgets to bench: uniform, calibrated, or both")
+    p.add_argument("--warmups", type=_ints, default=None,
+                   help="warm-up tokens to bench, comma-separated (default: compile's default)")
     _attention_option(p)
     _weights_option(p, many=True)
     p.set_defaults(func=cmd_bench)

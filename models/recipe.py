@@ -19,7 +19,8 @@ class ModelRecipe:
     locate: Callable[[Path], Path]  # cache dir -> a local .gguf file or HF directory
     default_lam: float | None = None  # lam chosen on this model's dev split (EVAL.md); None: settings.DEFAULT_LAM
     # the sparsity where A-GLASS's greedy text stays close to dense (EVAL.md), what `demo` shows first, and what
-    # EVAL.md measured there on the test split: {"kl": ..., "top1": ..., "prompts": ...}
+    # EVAL.md measured there on the test split, with the default warm-up: {"kl": ..., "top1": ..., "prompts": ...,
+    # and for an instruct model "chat": the same over the chat bucket}
     demo_sparsity: float | None = None
     demo_quality: dict | None = None
     licence: str = ""

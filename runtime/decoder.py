@@ -87,6 +87,9 @@ class SequenceState:
     plan: DecodePlan | None = None  # built by prepare_decode once per prompt
     capacity: int | None = None  # set when ``past`` are fixed-size buffers the graph appends to in place
     binding: tuple | None = None  # (session, extra inputs, IOBinding) of the last decode step, for reuse
+    warmup_left: int = 0  # generated tokens still to run densely through prefill (Decoder.prefill_prompt)
+    overrides: dict | None = None  # the prompt's prefill overrides, for those tokens
+    pending: list = dataclasses.field(default_factory=list)  # warm-up activations a layout selects on at the end
 
 
 def open_decoder(directory: str | Path, provider: str = "cpu", threads: int | None = None,
@@ -276,11 +279,16 @@ class Decoder:
         return logits
 
     def prefill_prompt(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
-                       overrides: dict | None = None, uncounted: int = 0, chunk: int | None = None) -> np.ndarray:
+                       overrides: dict | None = None, uncounted: int = 0, chunk: int | None = None,
+                       warmup: int = 0) -> np.ndarray:
         """Prefill a whole prompt [batch, n] in chunks of ``chunk`` tokens; its first ``uncounted`` tokens (the same in
         every row: the chat template's shared opening, which tells nothing of this prompt; EVAL.md) are prefilled,
-        then the GLASS statistic restarts, so the rest alone chooses the kept neurons. Returns the last chunk's
+        then the GLASS statistic restarts, so the rest alone chooses the kept neurons. The first ``warmup`` tokens
+        given to ``decode`` then run densely too and join the statistic: an instruction says little of the neurons
+        its answer will use, the answer's opening says more (EVAL.md, "dense warm-up"). Returns the last chunk's
         logits."""
+        if warmup < 0:
+            raise GlassError(f"--warmup must be 0 or more generated tokens (got {warmup})")
         if input_ids.shape[1] == 0:
             raise GlassError("the prompt is empty; give at least one token")
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -291,7 +299,13 @@ class Decoder:
                 logits = self.prefill(state, input_ids[:, start:stop], mask[:, start:stop], overrides)
             if end == uncounted and uncounted:
                 self._restart_statistic(state)
+        state.warmup_left, state.overrides = (warmup, overrides) if self.glass else (0, None)
         return logits
+
+    def _warmup(self, state: SequenceState, input_ids: np.ndarray, last: bool) -> np.ndarray:
+        """Warm-up tokens, the ``last`` of them included: prefill chunks (decode needs the kept neurons after the last
+        only, which a layout may use)."""
+        return self.prefill(state, input_ids, None, state.overrides)
 
     def _restart_statistic(self, state: SequenceState) -> None:
         batch = state.attention_mask.shape[0]
@@ -313,7 +327,15 @@ class Decoder:
         return DecodePlan(self.decode_session, dict(zip(self.handoff_in, state.kept)))
 
     def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
-        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode."""
+        """Run generated tokens [batch, n] (n = 1 while generating, more when teacher forcing) through decode; the
+        prompt's warm-up tokens (prefill_prompt) through prefill."""
+        if state.warmup_left:
+            n = min(state.warmup_left, input_ids.shape[1])
+            state.warmup_left -= n
+            logits = self._warmup(state, input_ids[:, :n], last=not state.warmup_left)
+            if n < input_ids.shape[1]:
+                logits = np.concatenate([logits, self.decode(state, input_ids[:, n:])], 1)
+            return logits
         self.prepare_decode(state)
         plan = state.plan
         if plan.successor is not None and plan.successor.done():

@@ -56,6 +56,11 @@ class Generator:
         self.manifest = self.decoder.manifest
 
     @property
+    def warmup(self) -> int:
+        """Generated tokens run densely before the kept neurons are chosen, by default (0: the paper's GLASS)."""
+        return int((self.manifest.get("glass") or {}).get("warmup_tokens", 0))
+
+    @property
     def max_context(self) -> int:
         return int(self.manifest["model"]["max_context"])
 
@@ -82,9 +87,11 @@ class Generator:
         prefill_chunk: int | None = None,
         ignore_eos: bool = False,
         count_template: bool = False,
+        warmup: int | None = None,
     ) -> GenerationResult:
         """Generate up to ``max_new_tokens`` after ``prompt_ids``. A GLASS artifact's prompt statistic leaves out
-        the chat template's shared opening (system block, user header) unless ``count_template``."""
+        the chat template's shared opening (system block, user header) unless ``count_template``, and reads the
+        first ``warmup`` generated tokens too, run densely (None: the artifact's ``glass.warmup_tokens``)."""
         if not prompt_ids:
             raise GlassError("the prompt is empty; pass some text to continue")
         if max_new_tokens < 1:
@@ -103,7 +110,8 @@ class Generator:
         ids = np.asarray([prompt_ids], dtype=np.int64)
         opening = self.codec.template_prefix_length(prompt_ids) if decoder.glass and not count_template else 0
         t0 = time.perf_counter()
-        logits = decoder.prefill_prompt(state, ids, uncounted=opening, chunk=prefill_chunk)
+        logits = decoder.prefill_prompt(state, ids, uncounted=opening, chunk=prefill_chunk,
+                                        warmup=self.warmup if warmup is None else warmup)
         token = sampler(logits[0, -1])
         t_first = time.perf_counter()
 

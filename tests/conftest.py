@@ -45,6 +45,7 @@ def compile_tiny(dense, out, **options):
     options.setdefault("prior_samples", 8)
     options.setdefault("prior_tokens", 32)
     options.setdefault("budget", "uniform")  # 32 sampled tokens are too few to calibrate (test_budgets.py does)
+    options.setdefault("warmup", 0)  # the paper's GLASS: sparse from the first generated token (test_warmup.py)
     return compile_model(str(dense), out, CompileOptions(**options))
 
 

@@ -52,3 +52,13 @@ def test_bench_compiles_a_variant_per_sparsity_and_budget(tiny_dense):
     variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], budgets=("uniform", "32,64,48"))
     assert set(variants) == {"dense", "a-glass 0.5 uniform", "a-glass 0.5 32,64,48"}
     assert variants["a-glass 0.5 uniform"][0] != variants["a-glass 0.5 32,64,48"][0]
+
+
+def test_bench_compiles_a_variant_per_warmup(tiny_dense):
+    from glass_onnx.runtime import load_manifest
+    from glass_onnx.tools.bench import compile_variants
+
+    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], budgets=("uniform",), warmups=(0, 16))
+    assert set(variants) == {"dense", "a-glass 0.5 warm-up 0", "a-glass 0.5 warm-up 16"}
+    assert [load_manifest(variants[f"a-glass 0.5 warm-up {w}"][0])["glass"]["warmup_tokens"] for w in (0, 16)] == \
+        [0, 16]

@@ -116,3 +116,26 @@ def test_eval_compares_uniform_and_calibrated_budgets(tiny_dir, tmp_path):
     assert sum(calibrated["k_per_layer"]) == 3 * 64 and len(calibrated["k_per_layer"]) == 3
     assert calibrated["chosen"] in calibrated["sample_kl"] and (out / "budgets_by_layer.png").exists()
     assert "calibrated budget" in (out / "results.md").read_text()
+
+
+def test_eval_compares_warmups(tiny_dir, tmp_path):
+    """A warm-up's tokens are the dense model's (no KL there); ``*_after`` scores every config past the longest."""
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
+    from glass_onnx.runtime.errors import GlassError
+
+    with pytest.raises(GlassError, match="--warmups 8 is not between 0 and --gen-len - 1"):
+        EvalOptions(gen_len=8, warmups=(0, 8))
+    out = tmp_path / "eval"
+    run_eval(str(tiny_dir), out, EvalOptions(methods=("griffin", "a-glass"), sparsities=(0.5,), per_bucket=1,
+                                             gen_len=8, prior_samples=2, warmups=(0, 6)))
+    result = json.loads((out / "results.json").read_text())
+    rows = {(r["method"], r["warmup"]): r for r in result["results"]}
+    assert set(rows) == {(m, w) for m in ("griffin", "a-glass") for w in (0, 6)}
+    for method in ("griffin", "a-glass"):
+        cold, warm = rows[(method, 0)], rows[(method, 6)]
+        # 6 of the 7 scored tokens run densely: what KL is left is the last token's, the same one *_after scores
+        assert math.isclose(warm["kl"] * warm["tokens"], warm["kl_after"] * warm["tokens_after"], rel_tol=1e-3,
+                            abs_tol=1e-6)
+        assert warm["tokens_after"] < warm["tokens"]
+        assert cold["kl"] * cold["tokens"] > cold["kl_after"] * cold["tokens_after"] + 1e-6  # sparse from the first
+    assert "warm-up 6" in (out / "results.md").read_text()

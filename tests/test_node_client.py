@@ -67,6 +67,17 @@ def test_node_matches_python_cli(artifacts, capsys, kind, chat):
                 == json.loads((directory / "manifest.json").read_text())["tokenizer"]["bos_token_id"])
 
 
+def test_node_runs_the_warmup_as_python_does(tiny_compiled, capsys):
+    artifact = tiny_compiled(method="a-glass", sparsity=0.75)
+    args = [artifact, "hello world", "--no-chat", "--max-new-tokens", "12"]
+    cold, warm = (run_python(capsys, *args, "--warmup", w)["tokens"] for w in ("0", "4"))
+    assert cold != warm  # the warm-up changes this prompt's tokens, so the comparison below can fail
+    for w, python in (("0", cold), ("4", warm)):
+        proc = run_node(*args, "--warmup", w, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["tokens"] == python
+
+
 def test_node_text_mode_prints_text_and_figures(artifacts):
     proc = run_node(artifacts["a-glass"], PROMPT, "--max-new-tokens", "4", "--threads", "1")
     assert proc.returncode == 0, proc.stderr

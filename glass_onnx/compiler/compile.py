@@ -18,6 +18,7 @@ from glass_onnx.compiler.settings import (
     DEFAULT_FUSION,
     DEFAULT_METHOD,
     DEFAULT_SPARSITY,
+    DEFAULT_WARMUP,
     INT4_BLOCK,
     METHODS,
     PRIOR_SAMPLES,
@@ -72,6 +73,8 @@ class CompileOptions:
     block: int | None = None  # neurons per selection candidate; None: 32 for int4 (its fast layout), else 1
     budget: str | None = None  # neurons per layer (compiler/budgets.py): a budget's name or one count per layer;
     # None: calibrated for a sparse method (uniform wherever the model's samples say so), uniform for dense
+    warmup: int = DEFAULT_WARMUP  # generated tokens run densely, joining the statistic, before decode goes sparse
+    # (the runtime's default, glass.warmup_tokens; 0: the paper's GLASS)
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -79,6 +82,8 @@ class CompileOptions:
         check_forms(self.attention, self.weights)
         if self.block is None:
             self.block = INT4_BLOCK if self.weights == "int4" else 1
+        if self.warmup < 0:
+            raise GlassError(f"--warmup must be 0 or more generated tokens (got {self.warmup})")
         if self.block < 1 or (self.weights == "fp32" and self.block != 1) or \
                 (self.weights == "int4" and self.block > 1 and self.block % INT4_BLOCK):
             raise GlassError(f"--block {self.block} does not fit {self.weights} weights: use 1 (neuron by neuron) or, "
@@ -292,6 +297,7 @@ def compile_model(spec: str, output: str | Path, options: CompileOptions, force:
                 "intermediate_size": size,
                 "lam": lam,
                 "fusion": options.fusion,
+                "warmup_tokens": options.warmup if sum(budgets) < len(budgets) * size else 0,  # nothing to choose
                 **protocol.glass_io_sections(size),
             },
             **fast,

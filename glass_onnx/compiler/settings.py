@@ -16,6 +16,7 @@ DEFAULT_METHOD = "a-glass"
 DEFAULT_SPARSITY = 0.5
 DEFAULT_FUSION = FUSIONS[0]  # rank fusion beat Plackett-Luce at every lam tried (EVAL.md)
 DEFAULT_LAM = 0.5  # for a model whose lam was not chosen on its own dev split (its recipe's default_lam)
+DEFAULT_WARMUP = 32  # generated tokens run densely before the kept neurons are chosen (compile --warmup; EVAL.md)
 INT4_BLOCK = 32  # int4 artifacts select blocks of this many neurons: one 4-bit block of the down projection
 PRIOR_SAMPLES = 64  # sequences the model samples for its prior
 PRIOR_TOKENS = 256  # tokens per sequence

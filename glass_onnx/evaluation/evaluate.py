@@ -57,6 +57,7 @@ class EvalOptions:
     blocks: tuple[int, ...] | None = None  # neurons per selection candidate; None: 1 for fp32, 32 for int4
     budgets: tuple[str, ...] = ("uniform",)  # per-layer budgets (compiler/budgets.py): uniform and/or calibrated
     count_template: bool = False  # GLASS's statistic counts the chat template's opening too (as before; a control)
+    warmups: tuple[int, ...] = (0,)  # generated tokens run densely before the kept neurons are chosen (Decoder)
 
     def __post_init__(self):
         from glass_onnx.compiler.export import check_forms
@@ -77,6 +78,8 @@ class EvalOptions:
         check_threads(self.threads)
         if bad := [b for b in self.budgets if b not in BUDGETS]:
             raise GlassError(f"unknown budget '{bad[0]}'; choose from: {', '.join(BUDGETS)}")
+        if bad := [w for w in self.warmups if w < 0 or w >= self.gen_len]:
+            raise GlassError(f"--warmups {bad[0]} is not between 0 and --gen-len - 1 ({self.gen_len - 1})")
         if self.split not in ("dev", "test"):
             raise GlassError(f"unknown split '{self.split}'; choose dev or test")
 
@@ -89,15 +92,18 @@ class Config:
     fusion: str = "rank"
     block: int = 1
     budget: str = "uniform"
+    warmup: int = 0
 
     @property
     def label(self) -> str:
         return f"{self.method} s={self.sparsity:g} lam={self.lam:g} {self.fusion}" + \
             (f" blocks of {self.block}" if self.block > 1 else "") + \
-            (f" {self.budget} budget" if self.budget != "uniform" else "")
+            (f" {self.budget} budget" if self.budget != "uniform" else "") + \
+            (f" warm-up {self.warmup}" if self.warmup else "")
 
 
-def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,), budgets=("uniform",)) -> list[Config]:
+def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,), budgets=("uniform",),
+            warmups=(0,)) -> list[Config]:
     out = []
     for name in methods:
         method = get_method(name)
@@ -108,9 +114,10 @@ def configs(methods, sparsities, lams, fusions, default_lam, blocks=(1,), budget
             for b in blocks:
                 for budget in budgets:
                     if method.lam is not None:
-                        out.append(Config(name, s, method.lam, block=b, budget=budget))
+                        out += [Config(name, s, method.lam, block=b, budget=budget, warmup=w) for w in warmups]
                     else:
-                        out += [Config(name, s, lam, f, b, budget) for lam in (lams or [default_lam]) for f in fusions]
+                        out += [Config(name, s, lam, f, b, budget, w) for lam in (lams or [default_lam])
+                                for f in fusions for w in warmups]
     return out
 
 
@@ -174,7 +181,7 @@ class Evaluator:
         lengths = {self.template_opening(list(p.ids)) for p in prompts}  # each shorter than its prompt
         return lengths.pop() if len(lengths) == 1 else 0
 
-    def _teacher_forced(self, decoder, prompts, tokens, overrides=None):
+    def _teacher_forced(self, decoder, prompts, tokens, overrides=None, warmup: int = 0):
         state = decoder.new_state(len(prompts))
         opening = self.opening(prompts) if decoder.glass else 0
         # the opening is the same in every row; the rest is left-padded (the attention mask and positions skip it)
@@ -182,10 +189,10 @@ class Evaluator:
         shared = np.array([p.ids[:opening] for p in prompts], np.int64).reshape(len(prompts), opening)
         ids = np.concatenate([shared, rest], 1)
         mask = np.concatenate([np.ones((len(prompts), opening), mask.dtype), mask], 1)
-        decoder.prefill_prompt(state, ids, mask, overrides, uncounted=opening)
-        kept = decoder.kept_neurons(state)
+        decoder.prefill_prompt(state, ids, mask, overrides, uncounted=opening, warmup=warmup)
         # right padding after EOS needs no mask: causal attention never looks ahead
-        return decoder.decode(state, tokens[:, :-1]), kept
+        logits = decoder.decode(state, tokens[:, :-1])  # its first ``warmup`` tokens through prefill
+        return logits, decoder.kept_neurons(state)
 
     def keep(self, config: Config) -> int:
         return keep_count(config.sparsity, self.size, config.block)
@@ -212,15 +219,20 @@ class Evaluator:
 
     # -- one batch ----------------------------------------------------------------------------------------
     def run_batch(self, prompts, grid: list[Config]) -> dict:
+        """{config: per-prompt metrics}; with warm-ups in the grid, also over the targets after the longest one
+        (``*_after``), where every configuration decodes sparse: the selection's effect apart from the warm-up's
+        exact tokens."""
         tokens, live = self.continuation(prompts)
         dense_logits, _ = self._teacher_forced(self.dense, prompts, tokens)
         int4_logits = self._teacher_forced(self.int4_dense, prompts, tokens)[0] if self.int4_dense else None
         targets, target_mask = tokens[:, 1:], live[:, 1:]
         results = {}
         oracle = {}
+        longest_warmup = max(c.warmup for c in grid)
         for config in grid:
             k = self.layer_keep(config)
-            logits, kept = self._teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config))
+            logits, kept = self._teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config),
+                                                config.warmup)
             if (k, config.block) not in oracle:
                 oracle[(k, config.block)] = self.oracle_sets(prompts, tokens, live, k, config.block)
             per_prompt = []
@@ -229,6 +241,10 @@ class Evaluator:
                 if int4_logits is not None:  # against the int4 dense model: what int4 sparsity itself costs
                     vs_int4 = token_metrics(int4_logits[i], logits[i], targets[i], target_mask[i])
                     m.update(kl_int4=vs_int4["kl"], top1_int4=vs_int4["top1"])
+                if longest_warmup:
+                    after = target_mask[i] * (np.arange(target_mask.shape[1]) >= longest_warmup)
+                    late = token_metrics(dense_logits[i], logits[i], targets[i], after)
+                    m.update(kl_after=late["kl"], top1_after=late["top1"], tokens_after=late["tokens"])
                 m["jaccard"] = [jaccard(kept[layer][i], oracle[(k, config.block)][layer][i])
                                 for layer in range(len(kept))]
                 per_prompt.append(m)
@@ -250,7 +266,8 @@ class Evaluator:
 
 def aggregate(per_prompt: list[dict]) -> dict:
     int4 = ("kl_int4", "top1_int4") if "kl_int4" in per_prompt[0] else ()
-    keys = ("nll", "kl", "top1", "tokens", "dense_nll", *int4)
+    after = ("kl_after", "top1_after", "tokens_after") if "kl_after" in per_prompt[0] else ()
+    keys = ("nll", "kl", "top1", "tokens", "dense_nll", *int4, *after)
     totals = {key: sum(m[key] for m in per_prompt) for key in keys}
     out = summarise(totals)
     out["jaccard_by_layer"] = np.mean([m["jaccard"] for m in per_prompt], axis=0).round(4).tolist()
@@ -281,7 +298,7 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
     dense, source = dense_artifact(model, attention="onnx")
     manifest = load_manifest(dense)
     grid = configs(options.methods, options.sparsities, options.lams, options.fusions, default_lam(recipe_of(manifest)),
-                   options.blocks, options.budgets)
+                   options.blocks, options.budgets, options.warmups)
     codec = TextCodec(dense, manifest["tokenizer"])
     instruct = bool(manifest["tokenizer"]["instruct"])
     if options.chat and not instruct:
@@ -363,7 +380,9 @@ def free_running_samples(evaluator: Evaluator, codec, prompts, grid, n_prompts: 
             else:
                 decoder, overrides = evaluator.artifact(config), evaluator.overrides(config)
             state = decoder.new_state()
-            logits = decoder.prefill(state, np.array([p.ids]), overrides=overrides)
+            opening = evaluator.opening([p]) if decoder.glass else 0
+            logits = decoder.prefill_prompt(state, np.array([p.ids]), None, overrides, uncounted=opening,
+                                            warmup=config.warmup)
             out = []
             for _ in range(tokens):
                 t = int(logits[0, -1].argmax())

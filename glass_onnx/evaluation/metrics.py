@@ -33,6 +33,10 @@ def summarise(totals: dict) -> dict:
            "dense_ppl": float(np.exp(totals["dense_nll"] / n)), "tokens": totals["tokens"]}
     if "kl_int4" in totals:  # the same against the int4 dense model
         out.update(kl_int4=totals["kl_int4"] / n, top1_int4=totals["top1_int4"] / n)
+    if "kl_after" in totals:  # after the longest warm-up (evaluate.Evaluator.run_batch)
+        after = max(totals["tokens_after"], 1)
+        out.update(kl_after=totals["kl_after"] / after, top1_after=totals["top1_after"] / after,
+                   tokens_after=totals["tokens_after"])
     return out
 
 

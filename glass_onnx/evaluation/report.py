@@ -10,6 +10,7 @@ INT4_NOTE = " of int4 artifacts (KL against the fp32 dense model, and against th
 def _label(r: dict) -> str:
     block = f", blocks of {r['block']}" if r.get("block", 1) > 1 else ""
     block += f", {r['budget']} budget" if r.get("budget", "uniform") != "uniform" else ""
+    block += f", warm-up {r['warmup']}" if r.get("warmup") else ""
     if r["method"] in ("a-glass", "i-glass"):
         return f"{r['method']} (lam {r['lam']:g}, {r['fusion']}{block})"
     return r["method"] + (f" ({block[2:]})" if block else "")
@@ -22,7 +23,7 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
     for s in sorted({r["sparsity"] for r in results if r["method"] == "griffin"}):
         for r in results:
             griffin = next((g for g in results if g["method"] == "griffin" and g["sparsity"] == s and
-                            g.get("block", 1) == r.get("block", 1)), None)
+                            all(g.get(key) == r.get(key) for key in ("block", "budget", "warmup"))), None)
             if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s and griffin:
                 dp = (r["ppl"] - griffin["ppl"]) / griffin["ppl"] * 100
                 dk = (r[kl] - griffin[kl]) / griffin[kl] * 100
@@ -34,14 +35,18 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
 
 
 def table(results: list[dict]) -> list[str]:
-    int4 = "kl_int4" in results[0]
-    rows = ["| method | sparsity | lam | fusion | block | perplexity | KL(dense‖sparse) | top-1 agree | "
-            + ("KL(int4 dense‖sparse) | top-1 vs int4 dense | " if int4 else "") + "Jaccard vs oracle |",
-            "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if int4 else "")]
-    for r in sorted(results, key=lambda r: (r["sparsity"], r["method"], r["lam"], r["fusion"], r.get("block", 1))):
+    int4, after = "kl_int4" in results[0], "kl_after" in results[0]
+    rows = ["| method | sparsity | lam | fusion | block | budget | warm-up | perplexity | KL(dense‖sparse) | "
+            + "top-1 agree | " + ("KL(int4 dense‖sparse) | top-1 vs int4 dense | " if int4 else "")
+            + ("KL / top-1 after the longest warm-up | " if after else "") + "Jaccard vs oracle |",
+            "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if int4 else "") + ("---|" if after else "")]
+    for r in sorted(results, key=lambda r: (r["sparsity"], r["method"], r["lam"], r["fusion"], r.get("block", 1),
+                                            r.get("budget", ""), r.get("warmup", 0))):
         versus_int4 = f"{r['kl_int4']:.4f} | {r['top1_int4']:.3f} | " if int4 else ""
+        late = f"{r['kl_after']:.4f} / {r['top1_after']:.3f} | " if after else ""
         rows.append(f"| {r['method']} | {r['sparsity']:g} | {r['lam']:g} | {r['fusion']} | {r.get('block', 1)} | "
-                    f"{r['ppl']:.3f} | {r['kl']:.4f} | {r['top1']:.3f} | {versus_int4}{r['jaccard']:.3f} |")
+                    f"{r.get('budget', 'uniform')} | {r.get('warmup', 0)} | {r['ppl']:.3f} | {r['kl']:.4f} | "
+                    f"{r['top1']:.3f} | {versus_int4}{late}{r['jaccard']:.3f} |")
     return rows
 
 

@@ -12,6 +12,7 @@ alone, as decode prep ms. Peak RSS is measured per variant in a fresh subprocess
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import operator
 import os
@@ -113,10 +114,11 @@ class BenchOptions:
 
 def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
                      attention: str = "ort", weights: tuple[str, ...] = ("fp32",),
-                     budgets: tuple[str, ...] = ("uniform",)) -> dict[str, tuple[Path, str]]:
-    """Per weight format, the dense export and one compile per sparsity and budget, as bench variants {name:
-    (artifact, layout)}; names carry the format and the budget when there are several ("dense int4", "a-glass 0.5
-    calibrated int4")."""
+                     budgets: tuple[str, ...] = ("uniform",), warmups: tuple[int, ...] | None = None
+                     ) -> dict[str, tuple[Path, str]]:
+    """Per weight format, the dense export and one compile per sparsity, budget and warm-up (None: compile's
+    default), as bench variants {name: (artifact, layout)}; names carry the format, the budget and the warm-up when
+    there are several ("dense int4", "a-glass 0.5 calibrated warm-up 32 int4")."""
     from glass_onnx.compiler.artifact import cache_dir
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
@@ -127,12 +129,15 @@ def compile_variants(model: str, method: str, sparsities: list[float], layouts: 
         dense, _ = dense_artifact(model, attention=attention, weights=form)
         variants[f"dense{tag}"] = (dense, "auto")
         for s in sparsities:
-            for budget in budgets:
-                named = f" {budget}" if len(budgets) > 1 else ""
+            for budget, warmup in itertools.product(budgets, warmups or (None,)):
+                named = (f" {budget}" if len(budgets) > 1 else "") + \
+                    (f" warm-up {warmup}" if warmups and len(warmups) > 1 else "")
                 out = cache_dir() / "bench" / (f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else
-                                                                           f"-{budget}"))
+                                                                           f"-{budget}") +
+                                               ("" if warmup is None else f"-w{warmup}"))
+                warm = {} if warmup is None else {"warmup": warmup}
                 compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form,
-                                                         budget=budget), force=True)
+                                                         budget=budget, **warm), force=True)
                 for layout in layouts:
                     variants[f"{method} {s:g}{named}{tag}" + (f" ({layout})" if len(layouts) > 1 else "")] = \
                         (out, layout)
@@ -157,7 +162,7 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
         samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
         for g in generators.values():  # warm-up
             (g.generate(prompt, 8) if isinstance(g, GenaiRunner)
-             else g.generate(prompt, max_new_tokens=8, ignore_eos=True))
+             else g.generate(prompt, max_new_tokens=g.warmup + 8, ignore_eos=True))  # sparse decode too
         for round_ in progress(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
             # A B C, then C B A: a machine drifting during a round favours no variant
             for name, g in (list(generators.items()) if round_ % 2 == 0 else list(generators.items())[::-1]):

@@ -68,7 +68,8 @@ def describe(directory: Path) -> str:
     glass = m.get("glass")
     if glass:
         lines.append(f"GLASS: {glass['method']}, keeps {keep_summary(glass)} (sparsity {glass['sparsity']:.3f}, "
-                     f"{glass['budget']['kind']} budget), lam {glass['lam']}, fusion {glass['fusion']}")
+                     f"{glass['budget']['kind']} budget), lam {glass['lam']}, fusion {glass['fusion']}, "
+                     f"warm-up {glass.get('warmup_tokens', 0)} tokens")
         if len(set(glass["k_per_layer"])) > 1:
             lines.append("kept per layer: " + ", ".join(map(str, glass["k_per_layer"])))
         if "prior" in build:

@@ -3,7 +3,7 @@
 // `glass-onnx generate` (runtime/generator.py, decoder.py, text.py, manifest.py). Everything it needs comes from
 // DIR/manifest.json (README "Runtime protocol"); it prints the same ids and the same JSON keys.
 //
-//   node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat|--no-chat] [--threads N]
+//   node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat|--no-chat] [--threads N] [--warmup N]
 
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -21,10 +21,10 @@ class GlassError extends Error {}
 
 // -- arguments -----------------------------------------------------------------------------------------------
 const USAGE =
-  'usage: node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat | --no-chat] [--threads N]';
+  'usage: node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat | --no-chat] [--threads N] [--warmup N]';
 
 function parseArgs(argv) {
-  const args = { maxNewTokens: 128, json: false, chat: null, threads: null };
+  const args = { maxNewTokens: 128, json: false, chat: null, threads: null, warmup: null };
   const positional = [];
   const intValue = (flag, value) => {
     if (value === undefined) throw new GlassError(`argument ${flag}: expected one argument`);
@@ -42,6 +42,9 @@ function parseArgs(argv) {
       process.exit(0);
     } else if (arg === "--max-new-tokens") {
       args.maxNewTokens = intValue(arg, next());
+    } else if (arg === "--warmup") {
+      args.warmup = intValue(arg, next());
+      if (args.warmup < 0) throw new GlassError(`--warmup must be 0 or more generated tokens (got ${args.warmup})`);
     } else if (arg === "--threads") {
       args.threads = intValue(arg, next());
       if (args.threads < 1) throw new GlassError("argument --threads: --threads must be at least 1");
@@ -196,8 +199,8 @@ class Decoder {
     if (prefill) {
       // stats that the graph declares as initializer-backed inputs (a default of zeros, batch 1) are not listed in
       // inputNames, and onnxruntime-node drops feeds it does not list: those start from that default, the zeros the
-      // protocol starts from (this client feeds zeros to every prompt call that counts, batch 1: the whole prompt,
-      // or after the chat template's opening)
+      // protocol starts from (this client's prompt calls that count start from zeros, batch 1: the whole prompt,
+      // or after the chat template's opening; warm-up tokens then carry the state on, in graphs that list it)
       const listed = new Set(session.inputNames);
       this.stateIn.forEach((name, i) => listed.has(name) && (feeds[name] = state.stats[i]));
       outputs.push(...this.stateOut, ...this.handoffOut);
@@ -311,7 +314,7 @@ class TextCodec {
 // -- generation (runtime/generator.py, greedy path) ----------------------------------------------------------
 const PY_WHITESPACE = /^[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
 
-async function generate(decoder, codec, promptIds, maxNewTokens, onText) {
+async function generate(decoder, codec, promptIds, maxNewTokens, onText, warmup = 0) {
   const maxContext = Number(decoder.model.max_context);
   if (!promptIds.length) throw new GlassError("the prompt is empty; pass some text to continue");
   if (maxNewTokens < 1) throw new GlassError(`--max-new-tokens must be at least 1 (got ${maxNewTokens})`);
@@ -351,7 +354,9 @@ async function generate(decoder, codec, promptIds, maxNewTokens, onText) {
       }
     }
     if (tokens.length >= maxNewTokens) break;
-    token = argmaxLast(await decoder.decode(state, [token]));
+    // the first `warmup` generated tokens run densely and join the statistic (Decoder.prefill_prompt's warmup)
+    const dense = decoder.glass && tokens.length <= warmup;
+    token = argmaxLast(await (dense ? decoder.prefill(state, [token]) : decoder.decode(state, [token])));
     tokens.push(token);
   }
   const tLast = performance.now();
@@ -379,7 +384,8 @@ async function main(argv) {
   const chat = args.chat ?? (Boolean(decoder.manifest.tokenizer.instruct) && codec.chatTemplate !== null);
   const promptIds = await codec.encode(args.prompt, chat);
   const onText = args.json ? null : (s) => process.stdout.write(s);
-  const result = await generate(decoder, codec, promptIds, args.maxNewTokens, onText);
+  const warmup = args.warmup ?? Number(decoder.glass?.warmup_tokens ?? 0);
+  const result = await generate(decoder, codec, promptIds, args.maxNewTokens, onText, warmup);
   const glass = decoder.glass;
   if (args.json) {
     const data = {
