@@ -90,15 +90,18 @@ class PromptSessions(Decoder):
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        logits, z = self._step(self.decoder_session, state, input_ids, mask, self.prefill_ffn, self.ffn_z)
+        logits, z = self._prompt_step(state, input_ids, mask)
         self._select(state, z, mask, overrides)
         return logits
+
+    def _prompt_step(self, state: SequenceState, input_ids: np.ndarray, mask: np.ndarray) -> tuple:
+        """The decoder on prompt tokens, every FFN on its constant weights: (logits, each layer's FFN activations)."""
+        return self._step(self.decoder_session, state, input_ids, mask, self.prefill_ffn, self.ffn_z)
 
     def _warmup(self, state: SequenceState, input_ids: np.ndarray, last: bool) -> np.ndarray:
         """The decoder step alone; select runs once, after the last warm-up token, over all their activations as
         one chunk (the same statistic: chunks add up), not once per token (~8 ms each on SmolLM2, 1 thread)."""
-        logits, z = self._step(self.decoder_session, state, input_ids, np.ones_like(input_ids), self.prefill_ffn,
-                               self.ffn_z)
+        logits, z = self._prompt_step(state, input_ids, np.ones_like(input_ids))
         state.pending.append(z)
         if last:
             chunks, state.pending = state.pending, []
