@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from glass_onnx.evaluation.metrics import jaccard, summarise, token_metrics
+from glass_onnx.evaluation.metrics import jaccard, paired_ratio_interval, summarise, token_metrics
 
 
 def test_identical_models_give_zero_kl_and_equal_perplexity():
@@ -26,6 +26,17 @@ def test_metrics_known_answer():
     masked = token_metrics(np.vstack([dense, dense]), np.vstack([sparse, dense]), np.array([1, 0]), np.array([0, 1]))
     assert masked["kl"] == 0 and masked["tokens"] == 1
     assert jaccard(np.array([1, 2, 3]), np.array([2, 3, 4])) == 0.5
+
+
+def test_paired_interval_brackets_the_ratio_and_shrinks_with_agreement():
+    rng = np.random.default_rng(1)
+    b = rng.uniform(1, 3, 40)
+    noisy = b * rng.uniform(0.6, 1.2, 40)  # ~10% lower on average, prompt by prompt noise
+    low, high = paired_ratio_interval(noisy, b)
+    assert low < noisy.sum() / b.sum() < high and high - low > 0.02
+    assert paired_ratio_interval(noisy, b) == (low, high)  # seeded: a report reads the same each time
+    steady = b * 0.9  # the same 10% on every prompt: pairing leaves no doubt
+    assert paired_ratio_interval(steady, b) == pytest.approx((0.9, 0.9))
 
 
 def test_prompt_buckets_and_splits(tiny_dense):
@@ -115,7 +126,12 @@ def test_eval_compares_uniform_and_calibrated_budgets(tiny_dir, tmp_path):
     [calibrated] = result["calibrated_budgets"]
     assert sum(calibrated["k_per_layer"]) == 3 * 64 and len(calibrated["k_per_layer"]) == 3
     assert calibrated["chosen"] in calibrated["sample_kl"] and (out / "budgets_by_layer.png").exists()
-    assert "calibrated budget" in (out / "results.md").read_text()
+    assert all(len(r["prompt_kl"]) == r["prompts"] for r in result["results"])
+    a_glass = {r["budget"]: r for r in result["results"] if r["method"] == "a-glass"}
+    assert math.isclose(sum(a_glass["calibrated"]["prompt_kl"]) / a_glass["calibrated"]["tokens"],
+                        a_glass["calibrated"]["kl"], rel_tol=1e-4, abs_tol=1e-7)
+    report = (out / "results.md").read_text()
+    assert "calibrated budget" in report and "## Calibrated vs uniform budgets" in report
 
 
 def test_eval_compares_warmups(tiny_dir, tmp_path):

@@ -273,6 +273,7 @@ def aggregate(per_prompt: list[dict]) -> dict:
     out["jaccard_by_layer"] = np.mean([m["jaccard"] for m in per_prompt], axis=0).round(4).tolist()
     out["jaccard"] = float(np.mean(out["jaccard_by_layer"]))
     out["prompts"] = len(per_prompt)
+    out["prompt_kl"] = [round(m["kl"], 5) for m in per_prompt]  # each prompt's KL sum: paired intervals (report)
     return out
 
 

@@ -43,3 +43,14 @@ def summarise(totals: dict) -> dict:
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     a, b = set(a.tolist()), set(b.tolist())
     return len(a & b) / max(len(a | b), 1)
+
+
+def paired_ratio_interval(a: np.ndarray, b: np.ndarray, level: float = 0.9, draws: int = 2000,
+                          seed: int = 0) -> tuple[float, float]:
+    """The ``level`` interval of sum(a) / sum(b) when the prompts are resampled with replacement (a paired
+    bootstrap: a[i] and b[i] are two configurations' KL sums over prompt i's same tokens)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(a), (draws, len(a)))
+    ratios = a[picks].sum(1) / np.maximum(b[picks].sum(1), 1e-30)
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from glass_onnx.evaluation.metrics import paired_ratio_interval
+
 INT4_NOTE = " of int4 artifacts (KL against the fp32 dense model, and against the int4 dense model)"
 
 
@@ -16,9 +18,20 @@ def _label(r: dict) -> str:
     return r["method"] + (f" ({block[2:]})" if block else "")
 
 
+def versus(r: dict, other: dict, kl: str = "kl") -> str:
+    """r's KL against other's: the relative change (negative = r better) and, where both carry per-prompt KL on the
+    same prompts, its 90% paired bootstrap interval over prompts (metrics.paired_ratio_interval)."""
+    change = f"{(r[kl] - other[kl]) / other[kl] * 100:+.1f}%"
+    a, b = r.get("prompt_kl"), other.get("prompt_kl")
+    if kl != "kl" or not a or not b or len(a) != len(b) or len(a) < 2:
+        return change
+    low, high = paired_ratio_interval(a, b)
+    return f"{change} [{(low - 1) * 100:+.1f}, {(high - 1) * 100:+.1f}]"
+
+
 def headline(results: list[dict], kl: str = "kl") -> list[str]:
-    """GLASS vs GRIFFIN (of the same selection block) at each sparsity: relative change in perplexity and KL
-    (negative = GLASS better); ``kl``: kl (against fp32 dense) or kl_int4 (against int4 dense)."""
+    """GLASS vs GRIFFIN (of the same selection block, budget and warm-up) at each sparsity: relative change in
+    perplexity and KL (negative = GLASS better); ``kl``: kl (against fp32 dense) or kl_int4 (against int4 dense)."""
     lines = []
     for s in sorted({r["sparsity"] for r in results if r["method"] == "griffin"}):
         for r in results:
@@ -26,12 +39,28 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
                             all(g.get(key) == r.get(key) for key in ("block", "budget", "warmup"))), None)
             if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s and griffin:
                 dp = (r["ppl"] - griffin["ppl"]) / griffin["ppl"] * 100
-                dk = (r[kl] - griffin[kl]) / griffin[kl] * 100
                 lines.append(f"| {s:g} | {_label(r)} | {r['ppl']:.2f} vs {griffin['ppl']:.2f} ({dp:+.1f}%) | "
-                             f"{r[kl]:.4f} vs {griffin[kl]:.4f} ({dk:+.1f}%) |")
+                             f"{r[kl]:.4f} vs {griffin[kl]:.4f} ({versus(r, griffin, kl)}) |")
     if not lines:
         return []
-    return ["| sparsity | method | perplexity vs GRIFFIN | KL vs GRIFFIN |", "|---|---|---|---|", *lines]
+    return ["| sparsity | method | perplexity vs GRIFFIN | KL vs GRIFFIN (90% paired interval over prompts) |",
+            "|---|---|---|---|", *lines]
+
+
+def budget_effect(results: list[dict]) -> list[str]:
+    """Calibrated vs uniform budgets for each configuration evaluated with both: KL and its relative change."""
+    same = ("method", "sparsity", "lam", "fusion", "block", "warmup")
+    lines = []
+    for r in results:
+        uniform = next((u for u in results if u.get("budget") == "uniform" and
+                        all(u.get(key) == r.get(key) for key in same)), None)
+        if r.get("budget") == "calibrated" and uniform:
+            lines.append(f"| {r['sparsity']:g} | {_label(uniform)} | {uniform['kl']:.4f} | {r['kl']:.4f} | "
+                         f"{versus(r, uniform)} |")
+    if not lines:
+        return []
+    return ["| sparsity | method | KL, uniform budgets | KL, calibrated | change (90% paired interval over prompts) |",
+            "|---|---|---|---|---|", *lines]
 
 
 def table(results: list[dict]) -> list[str]:
@@ -104,6 +133,7 @@ def plots(result: dict, out: Path) -> list[str]:
 
 def write_report(result: dict, out: Path, samples_md: str) -> None:
     buckets = sorted({p["bucket"] for p in result["prompts"]})
+    budgets = budget_effect(result["results"])
     lines = [f"# Evaluation of {result['model']}", "",
              f"{len(result['prompts'])} prompts ({result['split']} split; buckets {', '.join(buckets)}), reference = "
              f"dense greedy continuation of up to {result['gen_len']} tokens, teacher-forced through the compiled "
@@ -111,6 +141,7 @@ def write_report(result: dict, out: Path, samples_md: str) -> None:
              "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",
              *(["## GLASS vs GRIFFIN, against the int4 dense model", "", *headline(result["results"], "kl_int4"), ""]
                if result.get("weights") == "int4" else []),
+             *(["## Calibrated vs uniform budgets", "", *budgets, ""] if budgets else []),
              "## All configurations", "", *table(result["results"]), ""]
     files = plots(result, out)
     lines += ["## Plots", ""] + [f"![{f}]({f})" for f in files] + ["", "## Free-running greedy samples", "", samples_md]

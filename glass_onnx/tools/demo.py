@@ -98,8 +98,8 @@ def run_demo(model: str, output: Path, prompt: str, max_new_tokens: int, sparsit
     if quality:
         chat = quality.get("chat")
         lines.append(f"quality over EVAL.md's {quality['prompts']} test prompts at {sparsity:.0%}: KL {quality['kl']}, "
-                     f"next-token agreement {quality['top1']:.0%}" +
-                     (f" (its {chat['prompts']} chat prompts: KL {chat['kl']}, {chat['top1']:.0%})" if chat else ""))
+                     f"next-token agreement {quality['top1']:.1%}" +
+                     (f"; on {chat['prompts']} chat test prompts: KL {chat['kl']}, {chat['top1']:.1%}" if chat else ""))
     lines += [f"artifacts: {dense} (dense), {compiled} (A-GLASS)",
               f"{'the recommended setting for this model; ' if sparsity == recommended else ''}"
               f"other sparsities: --sparsity (the full grid is in EVAL.md)"]

@@ -1,0 +1,35 @@
+"""What the design-study scripts share: a catalog model in torch, its prior samples, A-GLASS prior ranks and lam.
+
+Not part of the package: these scripts rerun EVAL.md's studies (design studies 5 and 6) on the model's own samples.
+"""
+
+import numpy as np
+import torch
+
+from glass_onnx.compiler.compile import CompileOptions
+from glass_onnx.compiler.export import dense_artifact
+from glass_onnx.compiler.priors import PriorSettings, compute_samples, global_prior
+from glass_onnx.compiler.settings import METHODS, default_lam
+from glass_onnx.compiler.sources import load_model, recipe_of
+from glass_onnx.passes.glass_math import ranks
+from glass_onnx.runtime.manifest import load_manifest
+
+
+def load_study(model_name: str, threads: int = 1):
+    """(torch model, samples' ids, mask, A-GLASS prior ranks [layers, I], the model's lam, manifest, source)."""
+    torch.set_num_threads(threads)
+    dense, source = dense_artifact(model_name, attention="onnx")
+    manifest = load_manifest(dense)
+    options = CompileOptions()
+    values, _ = global_prior(manifest, source, METHODS["a-glass"], options)
+    model, tokenizer = load_model(source)
+    settings = PriorSettings("activation", options.prior_samples, options.prior_tokens, 1.0, options.prior_seed,
+                             options.prior_text)
+    ids, mask = compute_samples(model, tokenizer, settings, bool(manifest["tokenizer"]["instruct"]),
+                                source.cache_key())
+    return model, ids, mask, ranks(values), default_lam(recipe_of(manifest)), manifest, source
+
+
+def full_rows(ids, mask, length: int) -> np.ndarray:
+    """Indices of the samples with ``length`` real tokens from their start (no EOS before)."""
+    return np.flatnonzero(mask[:, :length].all(1).numpy())
