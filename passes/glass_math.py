@@ -57,11 +57,16 @@ def impact_prior(z: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> np.ndarra
     return activation_prior(z * grad, mask)
 
 
-def fuse_rank(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int) -> np.ndarray:
-    """The k ascending neuron ids with the smallest lam * r_local + (1 - lam) * r_prior, ties by r_local."""
+def fused_order(stats: np.ndarray, prior_rank: np.ndarray, lam: float) -> np.ndarray:
+    """Every neuron id, by ascending lam * r_local + (1 - lam) * r_prior, ties by r_local."""
     r_local, lam = ranks(stats), np.float32(lam)
     fused = lam * r_local + (np.float32(1) - lam) * np.asarray(prior_rank, np.float32)
-    return np.sort(np.lexsort((r_local, fused))[:k])
+    return np.lexsort((r_local, fused))
+
+
+def fuse_rank(stats: np.ndarray, prior_rank: np.ndarray, lam: float, k: int) -> np.ndarray:
+    """The k ascending neuron ids first in ``fused_order``."""
+    return np.sort(fused_order(stats, prior_rank, lam)[:k])
 
 
 def plackett_luce_worths(rankings: list[np.ndarray], weights: list[float]) -> np.ndarray:

@@ -21,15 +21,14 @@ from glass_onnx.compiler.budget_calibration import SparsifiedModel, calibrated_b
 from glass_onnx.compiler.budgets import STEP, LayerProfile, candidate_budgets
 from glass_onnx.compiler.compile import CompileOptions
 from glass_onnx.evaluation.evaluate import keep_count
-from glass_onnx.passes.glass_math import ranks
+from glass_onnx.passes.glass_math import fused_order
 
 MOVES, ROUNDS = 4, 20
 
 
 def fused_orders(stats, prior_rank, lam):
     """[layers] of [samples, I]: each sample's neurons in A-GLASS order (fuse_rank's order, not only its top k)."""
-    lam = np.float32(lam)
-    return [np.array([np.lexsort((ranks(s), lam * ranks(s) + (1 - lam) * prior_rank[layer])) for s in layer_stats])
+    return [np.array([fused_order(s, prior_rank[layer], lam) for s in layer_stats])
             for layer, layer_stats in enumerate(stats)]
 
 
