@@ -46,13 +46,8 @@ class JointKL:
             keep = np.zeros(order.shape, np.float32)
             np.put_along_axis(keep, order[:, :k], 1.0, axis=1)
             masks.append(torch.from_numpy(keep).requires_grad_())
-        self.probe.keep = dict(enumerate(masks))
-        try:
-            sparse = torch.log_softmax(self.probe._scored_logits(self.x), -1)
-            kl = (self.dense.exp() * (self.dense - sparse)).sum(-1).clamp_min(0).mean()
-            kl.backward()
-        finally:
-            self.probe.keep = {}
+        kl = self.probe.kl_tensor(self.x, self.dense, dict(enumerate(masks)))
+        kl.backward()
         return float(kl), [m.grad.numpy() for m in masks]
 
     def step_gradient(self, grad, layer, start, stop):

@@ -69,12 +69,18 @@ class SparsifiedModel:
         """Mean KL(dense || sparse) per scored token, the layers in ``keep`` ({layer: [samples, I] 0/1}) sparse."""
         import torch
 
-        self.keep = {layer: torch.from_numpy(mask) for layer, mask in keep.items()}
+        return float(self.kl_tensor(x, dense, {layer: torch.from_numpy(mask) for layer, mask in keep.items()}))
+
+    def kl_tensor(self, x, dense, keep: dict):
+        """``kl`` as a torch scalar, ``keep`` given as tensors (differentiable in them outside no_grad)."""
+        import torch
+
+        self.keep = keep
         try:
             sparse = torch.log_softmax(self._scored_logits(x), -1)
         finally:
             self.keep = {}
-        return float((dense.exp() * (dense - sparse)).sum(-1).clamp_min(0).mean())
+        return (dense.exp() * (dense - sparse)).sum(-1).clamp_min(0).mean()
 
 
 def kept_masks(stats: list, prior_rank: np.ndarray, lam: float, budgets) -> dict:
