@@ -173,17 +173,17 @@ class Evaluator:
             logits = self.dense.decode(state, nxt[:, None])
         return tokens, live
 
-    def opening(self, prompts) -> int:
-        """The chat template's opening all these prompts share (0 if they do not), which GLASS's statistic leaves
-        out as Generator.generate does: prefilled first, then the statistic restarts."""
-        if self.template_opening is None:
+    def opening(self, prompts, decoder) -> int:
+        """The chat template's opening all these prompts share (0 if they do not, or ``decoder`` is dense), which
+        GLASS's statistic leaves out as Generator.generate does: prefilled first, then the statistic restarts."""
+        if self.template_opening is None or not decoder.glass:
             return 0
         lengths = {self.template_opening(list(p.ids)) for p in prompts}  # each shorter than its prompt
         return lengths.pop() if len(lengths) == 1 else 0
 
     def _teacher_forced(self, decoder, prompts, tokens, overrides=None, warmup: int = 0):
         state = decoder.new_state(len(prompts))
-        opening = self.opening(prompts) if decoder.glass else 0
+        opening = self.opening(prompts, decoder)
         # the opening is the same in every row; the rest is left-padded (the attention mask and positions skip it)
         rest, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
         shared = np.array([p.ids[:opening] for p in prompts], np.int64).reshape(len(prompts), opening)
@@ -381,7 +381,7 @@ def free_running_samples(evaluator: Evaluator, codec, prompts, grid, n_prompts: 
             else:
                 decoder, overrides = evaluator.artifact(config), evaluator.overrides(config)
             state = decoder.new_state()
-            opening = evaluator.opening([p]) if decoder.glass else 0
+            opening = evaluator.opening([p], decoder)
             logits = decoder.prefill_prompt(state, np.array([p.ids]), None, overrides, uncounted=opening,
                                             warmup=config.warmup)
             out = []
