@@ -39,6 +39,38 @@ def test_paired_interval_brackets_the_ratio_and_shrinks_with_agreement():
     assert paired_ratio_interval(steady, b) == pytest.approx((0.9, 0.9))
 
 
+def test_continuation_counts_no_position_after_every_row_ended():
+    """A batch whose every row reaches EOS early: the positions after the last EOS are padding, not targets."""
+    from types import SimpleNamespace
+
+    from glass_onnx.evaluation.evaluate import Evaluator
+
+    eos, vocab, ends = 3, 5, {0: 1, 1: 2}  # row -> the step at which it emits EOS
+
+    class Scripted:
+        def new_state(self, batch):
+            return {"step": 0}
+
+        def _logits(self, state):
+            logits = np.zeros((2, 1, vocab), np.float32)
+            for row, end in ends.items():
+                logits[row, 0, eos if state["step"] == end else 1] = 1.0
+            state["step"] += 1
+            return logits
+
+        def prefill(self, state, ids, mask):
+            return self._logits(state)
+
+        def decode(self, state, ids):
+            return self._logits(state)
+
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator.dense, evaluator.gen_len, evaluator.pad, evaluator.eos = Scripted(), 6, 0, {eos}
+    tokens, live = evaluator.continuation([SimpleNamespace(ids=(2, 4)), SimpleNamespace(ids=(4,))])
+    assert live.tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]
+    assert tokens.tolist() == [[1, eos, 0, 0, 0, 0], [1, 1, eos, 0, 0, 0]]
+
+
 def test_prompt_buckets_and_splits(tiny_dense):
     from glass_onnx.evaluation.prompts import BUCKETS, prose_prompts
     from glass_onnx.runtime import TextCodec, load_manifest

@@ -160,8 +160,9 @@ class Evaluator:
         ids, mask = _pad_left([p.ids for p in prompts], self.pad)
         state = self.dense.new_state(len(prompts))
         logits = self.dense.prefill(state, ids, mask)
-        tokens = np.zeros((len(prompts), self.gen_len), np.int64)
-        live = np.ones((len(prompts), self.gen_len), np.int64)
+        # positions after every row's EOS stay padding and do not count (the loop stops there)
+        tokens = np.full((len(prompts), self.gen_len), self.pad, np.int64)
+        live = np.zeros((len(prompts), self.gen_len), np.int64)
         done = np.zeros(len(prompts), bool)
         for t in range(self.gen_len):
             nxt = logits[:, -1].argmax(-1)
