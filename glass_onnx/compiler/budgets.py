@@ -70,7 +70,7 @@ def candidate_budgets(profile: LayerProfile, k: int, size: int, step: int = STEP
         target = np.full(layers, float(size))
         rest = (1.0 - layer_sparsity) * size
         target[~protected] = rest * (total - size * protected.sum()) / rest.sum()
-        budgets = _round_to_steps(target, total, size, step)
+        budgets = round_to_steps(target, total, size, step)
         if budgets not in candidates.values():
             candidates[f"protected+owl{lam:g}" if lam else "protected"] = budgets
     return candidates
@@ -113,7 +113,7 @@ def choose_budgets(candidates: dict[str, list[int]], sample_kl: dict[str, float]
         "outlier_ratio": np.round(profile.outlier_ratio, 6).tolist()}
 
 
-def _round_to_steps(target: np.ndarray, total: int, size: int, step: int) -> list[int]:
+def round_to_steps(target: np.ndarray, total: int, size: int, step: int) -> list[int]:
     """Real per-layer counts -> multiples of ``step`` in [step, size] summing to ``total`` (largest remainders)."""
     if total % step:
         raise GlassError(f"{total} kept neurons do not split into {step}-neuron steps; choose a sparsity that does")
