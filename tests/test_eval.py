@@ -71,6 +71,26 @@ def test_continuation_counts_no_position_after_every_row_ended():
     assert tokens.tolist() == [[1, eos, 0, 0, 0, 0], [1, 1, eos, 0, 0, 0]]
 
 
+def test_report_pools_prose_and_chat_apart_against_both_baselines():
+    from glass_onnx.evaluation.report import against_baselines, by_kind
+
+    def row(method, bucket, kl, tokens, prompt_kl):
+        lam = {"griffin": 1.0, "global-a": 0.0}.get(method, 0.5)
+        return {"method": method, "sparsity": 0.5, "lam": lam, "fusion": "rank", "block": 1, "budget": "uniform",
+                "warmup": 0, "bucket": bucket, "kl": kl, "tokens": tokens, "prompt_kl": prompt_kl}
+
+    by_bucket = [row(m, b, kl, 10, [kl * 5, kl * 5]) for m, scale in (("griffin", 2.0), ("global-a", 3.0),
+                                                                       ("a-glass", 1.0))
+                 for b, kl in (("16", 0.1 * scale), ("32", 0.3 * scale), ("chat", 1.0 * scale))]
+    kinds = by_kind(by_bucket)
+    prose = next(r for r in kinds["prose"] if r["method"] == "a-glass")
+    assert math.isclose(prose["kl"], 0.2) and prose["tokens"] == 20 and len(prose["prompt_kl"]) == 4
+    lines = against_baselines(by_bucket)
+    assert len(lines) == 4 and "| prose |" in lines[2] and "| chat |" in lines[3]
+    # a-glass is half GRIFFIN's KL and a third of global-a's on every prompt: the intervals collapse there
+    assert "(-50.0% [-50.0, -50.0])" in lines[2] and "(-66.7% [-66.7, -66.7])" in lines[3]
+
+
 def test_prompt_buckets_and_splits(tiny_dense):
     from glass_onnx.evaluation.prompts import BUCKETS, prose_prompts
     from glass_onnx.runtime import TextCodec, load_manifest

@@ -47,6 +47,47 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
             "|---|---|---|---|", *lines]
 
 
+CONFIG = ("method", "sparsity", "lam", "fusion", "block", "budget", "warmup")  # evaluate.Config's fields
+CHAT_BUCKETS = ("chat", "file-chat")
+
+
+def by_kind(by_bucket: list[dict]) -> dict[str, list[dict]]:
+    """{"prose": rows, "chat": rows} for the kinds a run has: each configuration's KL and per-prompt KL sums pooled
+    over the kind's buckets (every configuration lists its buckets and prompts in one order, so they stay paired)."""
+    pooled: dict[tuple, dict] = {}
+    for row in by_bucket:
+        kind = "chat" if row["bucket"] in CHAT_BUCKETS else "prose"
+        entry = pooled.setdefault((kind, *(row.get(key) for key in CONFIG)),
+                                  {**{key: row.get(key) for key in CONFIG}, "kl_sum": 0.0, "tokens": 0,
+                                   "prompt_kl": []})
+        entry["kl_sum"] += row["kl"] * row["tokens"]
+        entry["tokens"] += row["tokens"]
+        entry["prompt_kl"] += row.get("prompt_kl") or []
+    kinds: dict[str, list[dict]] = {}
+    for (kind, *_), entry in pooled.items():
+        kinds.setdefault(kind, []).append({**entry, "kl": entry["kl_sum"] / max(entry["tokens"], 1)})
+    return kinds
+
+
+def against_baselines(by_bucket: list[dict]) -> list[str]:
+    """Each GLASS configuration's KL against GRIFFIN's and the static global-a mask's (same sparsity, selection
+    block, budget and warm-up), prose and chat apart, with 90% paired intervals where per-prompt KL was kept."""
+    lines = []
+    for kind, rows in sorted(by_kind(by_bucket).items(), key=lambda item: item[0] != "prose"):
+        for r in sorted(rows, key=lambda r: (r["sparsity"], r["method"], r["lam"])):
+            if r["method"] not in ("a-glass", "i-glass"):
+                continue
+            base = {b["method"]: b for b in rows if b["sparsity"] == r["sparsity"] and
+                    all(b.get(key) == r.get(key) for key in ("block", "budget", "warmup"))}
+            cells = [f"{base[m]['kl']:.4f} ({versus(r, base[m])})" if m in base else "-"
+                     for m in ("griffin", "global-a")]
+            lines.append(f"| {r['sparsity']:g} | {kind} | {_label(r)} | {r['kl']:.4f} | {' | '.join(cells)} |")
+    if not lines:
+        return []
+    return ["| sparsity | prompts | method | KL | GRIFFIN (GLASS's change, 90% interval) | global-a (the same) |",
+            "|---|---|---|---|---|---|", *lines]
+
+
 def budget_effect(results: list[dict]) -> list[str]:
     """Calibrated vs uniform budgets for each configuration evaluated with both: KL and its relative change."""
     same = ("method", "sparsity", "lam", "fusion", "block", "warmup")
@@ -134,6 +175,7 @@ def plots(result: dict, out: Path) -> list[str]:
 def write_report(result: dict, out: Path, samples_md: str) -> None:
     buckets = sorted({p["bucket"] for p in result["prompts"]})
     budgets = budget_effect(result["results"])
+    baselines = against_baselines(result.get("by_bucket", []))
     lines = [f"# Evaluation of {result['model']}", "",
              f"{len(result['prompts'])} prompts ({result['split']} split; buckets {', '.join(buckets)}), reference = "
              f"dense greedy continuation of up to {result['gen_len']} tokens, teacher-forced through the compiled "
@@ -141,6 +183,7 @@ def write_report(result: dict, out: Path, samples_md: str) -> None:
              "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",
              *(["## GLASS vs GRIFFIN, against the int4 dense model", "", *headline(result["results"], "kl_int4"), ""]
                if result.get("weights") == "int4" else []),
+             *(["## GLASS vs GRIFFIN and global-a, prose and chat apart", "", *baselines, ""] if baselines else []),
              *(["## Calibrated vs uniform budgets", "", *budgets, ""] if budgets else []),
              "## All configurations", "", *table(result["results"]), ""]
     files = plots(result, out)
