@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from glass_onnx.evaluation.evaluate import Config
 from glass_onnx.evaluation.metrics import paired_ratio_interval
 
 INT4_NOTE = " of int4 artifacts (KL against the fp32 dense model, and against the int4 dense model)"
@@ -29,6 +31,11 @@ def versus(r: dict, other: dict, kl: str = "kl") -> str:
     return f"{change} [{(low - 1) * 100:+.1f}, {(high - 1) * 100:+.1f}]"
 
 
+def same_setup(a: dict, b: dict) -> bool:
+    """Two results a method comparison pairs: the same selection block, budget and warm-up."""
+    return all(a.get(key) == b.get(key) for key in ("block", "budget", "warmup"))
+
+
 def headline(results: list[dict], kl: str = "kl") -> list[str]:
     """GLASS vs GRIFFIN (of the same selection block, budget and warm-up) at each sparsity: relative change in
     perplexity and KL (negative = GLASS better); ``kl``: kl (against fp32 dense) or kl_int4 (against int4 dense)."""
@@ -36,7 +43,7 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
     for s in sorted({r["sparsity"] for r in results if r["method"] == "griffin"}):
         for r in results:
             griffin = next((g for g in results if g["method"] == "griffin" and g["sparsity"] == s and
-                            all(g.get(key) == r.get(key) for key in ("block", "budget", "warmup"))), None)
+                            same_setup(g, r)), None)
             if r["method"] in ("a-glass", "i-glass") and r["sparsity"] == s and griffin:
                 dp = (r["ppl"] - griffin["ppl"]) / griffin["ppl"] * 100
                 lines.append(f"| {s:g} | {_label(r)} | {r['ppl']:.2f} vs {griffin['ppl']:.2f} ({dp:+.1f}%) | "
@@ -47,7 +54,7 @@ def headline(results: list[dict], kl: str = "kl") -> list[str]:
             "|---|---|---|---|", *lines]
 
 
-CONFIG = ("method", "sparsity", "lam", "fusion", "block", "budget", "warmup")  # evaluate.Config's fields
+CONFIG = tuple(field.name for field in dataclasses.fields(Config))
 CHAT_BUCKETS = ("chat", "file-chat")
 
 
@@ -77,8 +84,7 @@ def against_baselines(by_bucket: list[dict]) -> list[str]:
         for r in sorted(rows, key=lambda r: (r["sparsity"], r["method"], r["lam"])):
             if r["method"] not in ("a-glass", "i-glass"):
                 continue
-            base = {b["method"]: b for b in rows if b["sparsity"] == r["sparsity"] and
-                    all(b.get(key) == r.get(key) for key in ("block", "budget", "warmup"))}
+            base = {b["method"]: b for b in rows if b["sparsity"] == r["sparsity"] and same_setup(b, r)}
             cells = [f"{base[m]['kl']:.4f} ({versus(r, base[m])})" if m in base else "-"
                      for m in ("griffin", "global-a")]
             lines.append(f"| {r['sparsity']:g} | {kind} | {_label(r)} | {r['kl']:.4f} | {' | '.join(cells)} |")
@@ -90,7 +96,7 @@ def against_baselines(by_bucket: list[dict]) -> list[str]:
 
 def budget_effect(results: list[dict]) -> list[str]:
     """Calibrated vs uniform budgets for each configuration evaluated with both: KL and its relative change."""
-    same = ("method", "sparsity", "lam", "fusion", "block", "warmup")
+    same = tuple(key for key in CONFIG if key != "budget")
     lines = []
     for r in results:
         uniform = next((u for u in results if u.get("budget") == "uniform" and
