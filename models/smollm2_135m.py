@@ -20,7 +20,7 @@ RECIPE = ModelRecipe(
     install_hint=INSTALL,
     locate=_locate,
     licence="Apache-2.0",
-    default_lam=0.5,  # with the default 32-token warm-up, best of 0.25 / 0.5 on the dev split (0.25 without; EVAL.md)
+    default_lam=0.5,  # with the 32-token warm-up, best of 0.25 / 0.5 / 0.75 on the dev split (0.25 without; EVAL.md)
     demo_sparsity=0.25,  # at 50% a 135M model's greedy text loses the thread after the warm-up (EVAL.md)
     # EVAL.md, test split, A-GLASS 25%, calibrated budgets, 32-token warm-up: docs/eval/smollm2-default-test (50
     # prompts, 10 of them chat) and docs/eval/smollm2-chat60-test (60 chat instructions)
