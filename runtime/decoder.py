@@ -64,6 +64,13 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
                          "export or compile it again") from None
 
 
+def check_warmup(warmup: int) -> int:
+    """``warmup`` if it is a count of generated tokens (0 or more), else a one-line error."""
+    if warmup < 0:
+        raise GlassError(f"--warmup must be 0 or more generated tokens (got {warmup})")
+    return warmup
+
+
 @dataclasses.dataclass
 class DecodePlan:
     """What a sequence's decode steps run, built once per prompt: a session and its extra inputs (the kept neurons,
@@ -287,8 +294,7 @@ class Decoder:
         given to ``decode`` then run densely too and join the statistic: an instruction says little of the neurons
         its answer will use, the answer's opening says more (EVAL.md, "dense warm-up"). Returns the last chunk's
         logits."""
-        if warmup < 0:
-            raise GlassError(f"--warmup must be 0 or more generated tokens (got {warmup})")
+        check_warmup(warmup)
         if input_ids.shape[1] == 0:
             raise GlassError("the prompt is empty; give at least one token")
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask

@@ -135,14 +135,14 @@ def main() -> None:
         for i in range(0, len(rows), evaluator.batch):
             batch = rows[i : i + evaluator.batch]
             tokens, live = evaluator.continuation(batch)
-            dense_logits, _ = evaluator._teacher_forced(evaluator.dense, batch, tokens)
+            dense_logits, _ = evaluator.teacher_forced(evaluator.dense, batch, tokens)
             after = live[:, 1:] * (np.arange(args.gen_len - 1) >= args.warmup)
             tokens_after[bucket] += int(after.sum())
             for method, sparsity, name in grid:
                 evaluator.priors = {"activation": priors[name]} if name else {}
                 config = Config(method, sparsity, lam if method == "a-glass" else (0.0 if name else 1.0),
                                 budget="calibrated", warmup=args.warmup)
-                logits, _ = evaluator._teacher_forced(evaluator.artifact(config), batch, tokens,
+                logits, _ = evaluator.teacher_forced(evaluator.artifact(config), batch, tokens,
                                                       evaluator.overrides(config), args.warmup)
                 for r in range(len(batch)):
                     kl[((method, sparsity, name), bucket)].append(

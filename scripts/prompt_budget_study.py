@@ -92,7 +92,7 @@ def main() -> None:
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
         tokens, live = evaluator.continuation([prompt])
-        dense_logits, _ = evaluator._teacher_forced(evaluator.dense, [prompt], tokens)
+        dense_logits, _ = evaluator.teacher_forced(evaluator.dense, [prompt], tokens)
         after = live[0, 1:] * (np.arange(args.gen_len - 1) >= w)
         tokens_after[prompt.bucket] += int(after.sum())
         for rule in rules:

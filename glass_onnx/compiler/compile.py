@@ -32,6 +32,7 @@ from glass_onnx.compiler.sources import recipe_of
 from glass_onnx.passes.glass_math import block_prior_rank, ranks
 from glass_onnx.passes.quantize_weights import Int4Settings
 from glass_onnx.runtime import protocol
+from glass_onnx.runtime.decoder import check_warmup
 from glass_onnx.runtime.errors import GlassError
 from glass_onnx.runtime.manifest import load_manifest, write_manifest
 from glass_onnx.runtime.protocol import (
@@ -82,8 +83,7 @@ class CompileOptions:
         check_forms(self.attention, self.weights)
         if self.block is None:
             self.block = INT4_BLOCK if self.weights == "int4" else 1
-        if self.warmup < 0:
-            raise GlassError(f"--warmup must be 0 or more generated tokens (got {self.warmup})")
+        check_warmup(self.warmup)
         if self.block < 1 or (self.weights == "fp32" and self.block != 1) or \
                 (self.weights == "int4" and self.block > 1 and self.block % INT4_BLOCK):
             raise GlassError(f"--block {self.block} does not fit {self.weights} weights: use 1 (neuron by neuron) or, "

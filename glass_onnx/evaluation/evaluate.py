@@ -182,7 +182,9 @@ class Evaluator:
         lengths = {self.template_opening(list(p.ids)) for p in prompts}  # each shorter than its prompt
         return lengths.pop() if len(lengths) == 1 else 0
 
-    def _teacher_forced(self, decoder, prompts, tokens, overrides=None, warmup: int = 0):
+    def teacher_forced(self, decoder, prompts, tokens, overrides=None, warmup: int = 0):
+        """(logits [batch, G - 1, vocab], kept neurons) of ``decoder`` fed the prompts and then ``tokens`` (the dense
+        continuation), with ``overrides`` at prefill and the first ``warmup`` tokens run densely, as generate does."""
         state = decoder.new_state(len(prompts))
         opening = self.opening(prompts, decoder)
         # the opening is the same in every row; the rest is left-padded (the attention mask and positions skip it)
@@ -224,15 +226,15 @@ class Evaluator:
         (``*_after``), where every configuration decodes sparse: the selection's effect apart from the warm-up's
         exact tokens."""
         tokens, live = self.continuation(prompts)
-        dense_logits, _ = self._teacher_forced(self.dense, prompts, tokens)
-        int4_logits = self._teacher_forced(self.int4_dense, prompts, tokens)[0] if self.int4_dense else None
+        dense_logits, _ = self.teacher_forced(self.dense, prompts, tokens)
+        int4_logits = self.teacher_forced(self.int4_dense, prompts, tokens)[0] if self.int4_dense else None
         targets, target_mask = tokens[:, 1:], live[:, 1:]
         results = {}
         oracle = {}
         longest_warmup = max(c.warmup for c in grid)
         for config in grid:
             k = self.layer_keep(config)
-            logits, kept = self._teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config),
+            logits, kept = self.teacher_forced(self.artifact(config), prompts, tokens, self.overrides(config),
                                                 config.warmup)
             if (k, config.block) not in oracle:
                 oracle[(k, config.block)] = self.oracle_sets(prompts, tokens, live, k, config.block)
