@@ -14,19 +14,17 @@ same search on the model's own samples (study 5's objective, on more of them, fr
 whether they can find what A finds: it is scored on A and B too.
 """
 
-import argparse
 import time
 
 import numpy as np
 import torch
 from budget_search_study import JointKL, search
-from study_setup import full_rows, load_study
+from study_setup import dev_prompts, full_rows, load_study, prompt_study_parser
 
 from glass_onnx.compiler import budget_calibration as calibration
 from glass_onnx.compiler.budget_calibration import SparsifiedModel, calibrated_budgets
 from glass_onnx.compiler.compile import CompileOptions
 from glass_onnx.evaluation.evaluate import keep_count
-from glass_onnx.evaluation.prompts import load_prompts
 from glass_onnx.passes.glass_math import fused_order, local_statistic
 from glass_onnx.runtime.text import TextCodec
 
@@ -118,14 +116,9 @@ class PromptKL:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser = prompt_study_parser(__doc__, per_bucket=12)
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--per-bucket", type=int, default=12)
-    parser.add_argument("--buckets", default="16,32,chat")
-    parser.add_argument("--warmup", type=int, default=32)
     parser.add_argument("--scored", type=int, default=64, help="tokens scored after the warm-up")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--searches", default="prompts,samples",
                         help="prompts: search on half A; samples: search on the model's own samples (study 5's "
                              "objective, on --samples of them), both scored on A and B")
@@ -137,7 +130,7 @@ def main() -> None:
     dense_dir, _ = dense_artifact(args.model, attention="onnx")
     codec = TextCodec(dense_dir, manifest["tokenizer"])
     buckets = args.buckets.split(",")
-    prompts = [p for p in load_prompts(codec, "dev", args.per_bucket, True) if p.bucket in buckets]
+    prompts = dev_prompts(codec, args)
     started = time.perf_counter()
     eos = set(manifest["tokenizer"].get("eos_token_ids") or [])
     rows = []

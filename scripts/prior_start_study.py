@@ -17,13 +17,13 @@ split. Scored as ``eval --warmups 32`` scores ``*_after``: KL(dense || sparse) o
 tokens after the warm-up, each prior with its paired 90% interval against the shipped one.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from study_setup import dev_prompts, prompt_study_parser
 
 from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
 from glass_onnx.compiler.export import dense_artifact
@@ -32,7 +32,6 @@ from glass_onnx.compiler.settings import default_lam
 from glass_onnx.compiler.sources import load_model, recipe_of
 from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
 from glass_onnx.evaluation.metrics import paired_ratio_interval, token_metrics
-from glass_onnx.evaluation.prompts import load_prompts
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
 from glass_onnx.runtime.text import TextCodec
@@ -83,13 +82,8 @@ def self_instructed(model, tokenizer, settings: PriorSettings):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--per-bucket", type=int, default=24)
-    parser.add_argument("--buckets", default="16,32,chat")
-    parser.add_argument("--warmup", type=int, default=32)
+    parser = prompt_study_parser(__doc__, per_bucket=24)
     parser.add_argument("--gen-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dense, source = dense_artifact(args.model, attention="onnx")
@@ -115,7 +109,7 @@ def main() -> None:
 
     codec = TextCodec(dense, manifest["tokenizer"])
     buckets = args.buckets.split(",")
-    prompts = [p for p in load_prompts(codec, "dev", args.per_bucket, True) if p.bucket in buckets]
+    prompts = dev_prompts(codec, args)
     size = manifest["model"]["intermediate_size"]
     lam = default_lam(recipe_of(manifest))
     budgets = {}

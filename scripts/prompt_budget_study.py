@@ -14,12 +14,12 @@ Scored as ``eval --warmups 32`` scores ``*_after``: KL(dense || sparse) on the d
 after the warm-up, with each rule's paired 90% interval against the calibrated counts.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from study_setup import dev_prompts, prompt_study_parser
 
 from glass_onnx.compiler.budgets import STEP, round_to_steps
 from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
@@ -29,7 +29,6 @@ from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import recipe_of
 from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
 from glass_onnx.evaluation.metrics import paired_ratio_interval, token_metrics
-from glass_onnx.evaluation.prompts import load_prompts
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
 from glass_onnx.runtime.protocol import KEEP
@@ -60,21 +59,15 @@ def mixed(share: np.ndarray, calibrated: np.ndarray, a: float, size: int) -> np.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser = prompt_study_parser(__doc__, per_bucket=24)
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--per-bucket", type=int, default=24)
-    parser.add_argument("--buckets", default="16,32,chat")
-    parser.add_argument("--warmup", type=int, default=32)
     parser.add_argument("--gen-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     dense, source = dense_artifact(args.model, attention="onnx")
     manifest = load_manifest(dense)
     codec = TextCodec(dense, manifest["tokenizer"])
     buckets = args.buckets.split(",")
-    prompts = [p for p in load_prompts(codec, "dev", args.per_bucket, bool(manifest["tokenizer"]["instruct"]))
-               if p.bucket in buckets]
+    prompts = dev_prompts(codec, args, bool(manifest["tokenizer"]["instruct"]))
     values, _ = global_prior(manifest, source, METHODS["a-glass"], CompileOptions())
     size, layers = manifest["model"]["intermediate_size"], manifest["model"]["num_layers"]
     k = keep_count(args.sparsity, size, 1)

@@ -1,7 +1,10 @@
-"""What the design-study scripts share: a catalog model in torch, its prior samples, A-GLASS prior ranks and lam.
+"""What the design-study scripts share: a catalog model in torch, its prior samples, A-GLASS prior ranks and lam;
+the options and prompts of the studies on dev-split prompts.
 
-Not part of the package: these scripts rerun EVAL.md's studies (design studies 5 and 6) on the model's own samples.
+Not part of the package: these scripts rerun EVAL.md's design studies 5 to 9.
 """
+
+import argparse
 
 import numpy as np
 import torch
@@ -11,6 +14,7 @@ from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import PriorSettings, compute_samples, global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import load_model, recipe_of
+from glass_onnx.evaluation.prompts import load_prompts
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
 
@@ -33,3 +37,20 @@ def load_study(model_name: str, threads: int = 1):
 def full_rows(ids, mask, length: int) -> np.ndarray:
     """Indices of the samples with ``length`` real tokens from their start (no EOS before)."""
     return np.flatnonzero(mask[:, :length].all(1).numpy())
+
+
+def prompt_study_parser(doc: str, per_bucket: int) -> argparse.ArgumentParser:
+    """The options every study on dev-split prompts takes (design studies 7, 8 and 9)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--per-bucket", type=int, default=per_bucket)
+    parser.add_argument("--buckets", default="16,32,chat")
+    parser.add_argument("--warmup", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def dev_prompts(codec, args, chat: bool = True) -> list:
+    """The first --per-bucket dev-split prompts of each of --buckets."""
+    buckets = args.buckets.split(",")
+    return [p for p in load_prompts(codec, "dev", args.per_bucket, chat) if p.bucket in buckets]
