@@ -140,7 +140,8 @@ def plots(result: dict, out: Path) -> list[str]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{result['model']}: {title}")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[1]:  # a dense-only run draws no labelled line
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
