@@ -24,6 +24,7 @@ from study_setup import dev_prompts, full_rows, load_study, prompt_study_parser
 from glass_onnx.compiler import budget_calibration as calibration
 from glass_onnx.compiler.budget_calibration import SparsifiedModel, calibrated_budgets
 from glass_onnx.compiler.compile import CompileOptions
+from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.evaluation.evaluate import keep_count
 from glass_onnx.passes.glass_math import fused_order, local_statistic
 from glass_onnx.runtime.text import TextCodec
@@ -125,8 +126,6 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=24)
     args = parser.parse_args()
     model, ids, mask, prior_rank, lam, manifest, source = load_study(args.model, args.threads)
-    from glass_onnx.compiler.export import dense_artifact
-
     dense_dir, _ = dense_artifact(args.model, attention="onnx")
     codec = TextCodec(dense_dir, manifest["tokenizer"])
     buckets = args.buckets.split(",")

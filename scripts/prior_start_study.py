@@ -64,7 +64,7 @@ def self_instructed(model, tokenizer, settings: PriorSettings):
             out = model.generate(start, attention_mask=torch.ones_like(start), do_sample=True, top_k=0, top_p=1.0,
                                  temperature=settings.temperature, max_new_tokens=USER_TOKENS, pad_token_id=pad,
                                  eos_token_id=eos)[:, len(opening):].tolist()
-            users = [[t for t in row[: next((i for i, t in enumerate(row) if t in eos), len(row))]] for row in out]
+            users = [row[: next((i for i, t in enumerate(row) if t in eos), len(row))] for row in out]
             prompts = [opening + u + closing for u in users]
             width = max(map(len, prompts))
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])

@@ -19,20 +19,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from glass_onnx.evaluation.metrics import paired_ratio_interval  # noqa: E402
-from glass_onnx.evaluation.report import CHAT_BUCKETS, CONFIG, by_kind, same_setup  # noqa: E402
+from glass_onnx.evaluation.report import CHAT_BUCKETS, CONFIG, by_kind, change_interval, same_setup  # noqa: E402
 
 PANELS = ("vs GRIFFIN", "vs global-a", "calibrated vs uniform budgets")
 
 
 def change(a: dict, b: dict, prompts: int) -> tuple[float, float | None, float | None, int]:
-    """(a's KL change against b in %, its 90% interval or None, prompts)."""
-    ratio = a["kl"] / b["kl"] - 1
-    pa, pb = a.get("prompt_kl"), b.get("prompt_kl")
-    if pa and pb and len(pa) == len(pb) > 1:
-        low, high = paired_ratio_interval(pa, pb)
-        return 100 * ratio, 100 * (low - 1), 100 * (high - 1), prompts
-    return 100 * ratio, None, None, prompts
+    """(a's KL change against b in %, its 90% interval's ends or None, prompts)."""
+    mid, interval = change_interval(a, b)
+    return mid, *(interval or (None, None)), prompts
 
 
 def comparisons(model: str, run: Path) -> dict:

@@ -20,15 +20,21 @@ def _label(r: dict) -> str:
     return r["method"] + (f" ({block[2:]})" if block else "")
 
 
-def versus(r: dict, other: dict, kl: str = "kl") -> str:
-    """r's KL against other's: the relative change (negative = r better) and, where both carry per-prompt KL on the
-    same prompts, its 90% paired bootstrap interval over prompts (metrics.paired_ratio_interval)."""
-    change = f"{(r[kl] - other[kl]) / other[kl] * 100:+.1f}%"
+def change_interval(r: dict, other: dict, kl: str = "kl") -> tuple[float, tuple[float, float] | None]:
+    """r's KL against other's in %: the relative change (negative = r better) and, where both carry per-prompt KL on
+    the same prompts, its 90% paired bootstrap interval over prompts (metrics.paired_ratio_interval), else None."""
+    change = (r[kl] - other[kl]) / other[kl] * 100
     a, b = r.get("prompt_kl"), other.get("prompt_kl")
     if kl != "kl" or not a or not b or len(a) != len(b) or len(a) < 2:
-        return change
+        return change, None
     low, high = paired_ratio_interval(a, b)
-    return f"{change} [{(low - 1) * 100:+.1f}, {(high - 1) * 100:+.1f}]"
+    return change, ((low - 1) * 100, (high - 1) * 100)
+
+
+def versus(r: dict, other: dict, kl: str = "kl") -> str:
+    """``change_interval`` as text: "-12.3% [-20.1, -4.0]", or the change alone."""
+    change, interval = change_interval(r, other, kl)
+    return f"{change:+.1f}%" + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
 
 
 def same_setup(a: dict, b: dict) -> bool:
