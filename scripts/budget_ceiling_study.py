@@ -16,9 +16,8 @@ whether they can find what A finds: it is scored on A and B too.
 
 import time
 
-import numpy as np
 import torch
-from budget_search_study import JointKL, search
+from budget_search_study import JointKL, fused_orders, search
 from study_setup import dev_prompts, full_rows, load_study, prompt_study_parser
 
 from glass_onnx.compiler import budget_calibration as calibration
@@ -26,15 +25,15 @@ from glass_onnx.compiler.budget_calibration import SparsifiedModel, calibrated_b
 from glass_onnx.compiler.compile import CompileOptions
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.evaluation.evaluate import keep_count
-from glass_onnx.passes.glass_math import fused_order, local_statistic
+from glass_onnx.passes.glass_math import local_statistic
 from glass_onnx.runtime.text import TextCodec
 
 MINI_BATCH = 6
 
 
-class PromptKL:
-    """Joint KL of a set of prompts for per-layer counts, and its gradient per layer keep mask [rows, I]: the
-    interface of budget_search_study.JointKL, on prompts of different lengths (right-padded)."""
+class PromptKL(JointKL):
+    """Joint KL of a set of prompts for per-layer counts, and its gradient per layer keep mask [rows, I]: JointKL on
+    prompts of different lengths (right-padded) instead of the samples."""
 
     def __init__(self, model, rows, prior_rank, lam, warmup):
         self.model, self.layers = model, model.model.layers
@@ -51,9 +50,8 @@ class PromptKL:
         self.record = [[None] * len(rows) for _ in self.layers]
         with torch.no_grad():
             self.dense = [self._logp(b) for b in self._batches()]
-        stats, self.record = self.record, None
-        self.orders = [np.array([fused_order(local_statistic(z), prior_rank[layer], lam) for z in layer_z])
-                       for layer, layer_z in enumerate(stats)]
+        windows, self.record = self.record, None
+        self.orders = fused_orders([[local_statistic(z) for z in layer_z] for layer_z in windows], prior_rank, lam)
 
     def _batches(self):
         return [slice(i, min(i + MINI_BATCH, len(self.x))) for i in range(0, len(self.x), MINI_BATCH)]
@@ -81,15 +79,6 @@ class PromptKL:
                 h.remove()
         return torch.log_softmax(self.model.lm_head(hidden[self.scored[rows]]).double(), -1)
 
-    def _masks(self, budgets) -> list:
-        """Each layer's [rows, I] 0/1 keep mask: every row's first k_l neurons in A-GLASS order."""
-        masks = []
-        for order, k in zip(self.orders, budgets):
-            keep = np.zeros(order.shape, np.float32)
-            np.put_along_axis(keep, order[:, :k], 1.0, axis=1)
-            masks.append(torch.from_numpy(keep))
-        return masks
-
     def _kl(self, masks, backward: bool) -> float:
         self.keep, total = masks, 0.0
         try:
@@ -104,16 +93,12 @@ class PromptKL:
         return total
 
     def __call__(self, budgets):
-        masks = [m.requires_grad_() for m in self._masks(budgets)]
+        masks = [m.requires_grad_() for m in self.masks(budgets)]
         return self._kl(masks, backward=True), [m.grad.numpy() for m in masks]
-
-    def step_gradient(self, grad, layer, start, stop):
-        rows = np.arange(len(self.x))[:, None]
-        return float(grad[layer][rows, self.orders[layer][:, start:stop]].sum())
 
     def score(self, budgets) -> float:
         with torch.no_grad():
-            return self._kl(self._masks(budgets), backward=False)
+            return self._kl(self.masks(budgets), backward=False)
 
 
 def main() -> None:

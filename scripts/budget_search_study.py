@@ -40,15 +40,20 @@ class JointKL:
             self.dense, stats = probe.dense(x)
         self.probe, self.x, self.orders = probe, x, fused_orders(stats, prior_rank, lam)
 
-    def __call__(self, budgets):
+    def masks(self, budgets) -> list:
+        """Each layer's [samples, I] 0/1 keep mask: every sample's first k_l neurons in A-GLASS order."""
         masks = []
         for order, k in zip(self.orders, budgets):
             keep = np.zeros(order.shape, np.float32)
             np.put_along_axis(keep, order[:, :k], 1.0, axis=1)
-            masks.append(torch.from_numpy(keep).requires_grad_())
+            masks.append(torch.from_numpy(keep))
+        return masks
+
+    def __call__(self, budgets):
+        masks = [m.requires_grad_() for m in self.masks(budgets)]
         kl = self.probe.kl_tensor(self.x, self.dense, dict(enumerate(masks)))
         kl.backward()
-        return float(kl), [m.grad.numpy() for m in masks]
+        return float(kl.detach()), [m.grad.numpy() for m in masks]
 
     def step_gradient(self, grad, layer, start, stop):
         rows = np.arange(len(self.x))[:, None]
