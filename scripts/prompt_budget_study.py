@@ -72,7 +72,8 @@ def main() -> None:
     size, layers = manifest["model"]["intermediate_size"], manifest["model"]["num_layers"]
     k = keep_count(args.sparsity, size, 1)
     calibrated = np.array(calibrated_layer_budgets(manifest, source, CompileOptions(), k)[0])
-    artifact = compile_model(str(dense), Path(tempfile.mkdtemp()) / "griffin",
+    work = tempfile.TemporaryDirectory()  # removed at exit: the artifact is 0.7-1.3 GB
+    artifact = compile_model(str(dense), Path(work.name) / "griffin",
                              CompileOptions(method="griffin", sparsity=0.5))
     evaluator = Evaluator(dense, {("rank", 1): artifact}, {"activation": ranks(values)}, args.gen_len, args.threads,
                           None, {(args.sparsity, 1): calibrated.tolist()}, codec.template_prefix_length)

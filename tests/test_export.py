@@ -165,3 +165,17 @@ def test_kv_buffers_extended_in_place_give_the_same_logits(tiny_dense, batch):
     if batch == 1:
         with pytest.raises(GlassError, match="room for 20 tokens"):
             decoder.decode(buffered, np.ones((1, 6), np.int64))
+
+
+def test_a_new_export_revision_removes_the_older_ones_from_the_cache(tiny_dir, tmp_path, monkeypatch):
+    from glass_onnx.compiler.export import REVISION, dense_artifact
+    from glass_onnx.compiler.sources import resolve
+
+    monkeypatch.setenv("GLASS_ONNX_CACHE", str(tmp_path))
+    key = resolve(str(tiny_dir)).cache_key()
+    stale = [f"{key}-r{REVISION - 1}", f"{key}-r{REVISION - 1}-int4", f"{key}-r{REVISION - 1}-onnx-attention"]
+    kept = [f"{key}-r{REVISION}-onnx-attention", f"other-{key}-r{REVISION - 1}"]
+    for name in stale + kept:
+        (tmp_path / "exports" / name).mkdir(parents=True)
+    directory, _ = dense_artifact(str(tiny_dir))
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == sorted(kept + [directory.name])

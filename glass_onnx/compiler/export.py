@@ -257,6 +257,16 @@ def quantized_copy(fp32: Path, output: Path) -> Path:
     return output
 
 
+def _remove_older_revisions(exports: Path, key: str) -> None:
+    """Drop this model's exports (any attention form, int4 copies too) from earlier export revisions: they are
+    never read again, and a Gemma-3 export is over 1 GB."""
+    for old in exports.glob(f"{key}-r*"):
+        revision = old.name[len(key) + 2:].split("-")[0]
+        if revision.isdigit() and int(revision) < REVISION:
+            log.info(f"removing {old}, an export from an earlier glass-onnx")
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def dense_artifact(spec: str, attention: str = "ort", weights: str = "fp32"):
     """(directory, source) of a dense artifact for ``spec``: the directory itself if it is one (source None), else
     an export of the model, cached by its weights (``attention``: the export's attention form; ``weights``: fp32, or
@@ -285,6 +295,7 @@ def dense_artifact(spec: str, attention: str = "ort", weights: str = "fp32"):
         directory = cache_dir() / "exports" / f"{source.cache_key()}-r{REVISION}{form}"
         if not (directory / MANIFEST).exists():
             export_dense(spec, directory, force=True, attention=attention)
+            _remove_older_revisions(directory.parent, source.cache_key())
         else:
             log.info(f"using the cached dense export {directory}")
         if weights == "fp32":
