@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from glass_onnx.compiler.settings import (
@@ -96,16 +97,20 @@ def cmd_eval(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    from glass_onnx.compiler.artifact import cache_dir
     from glass_onnx.tools.bench import BenchOptions, compile_variants, format_table, run_bench
 
     options = BenchOptions(threads=args.threads, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                            repeats=args.repeats, prefill_lengths=args.prefill_lengths,
                            genai_dir=Path(args.genai) if args.genai else None, measure_rss=not args.no_rss,
                            provider=args.provider)
-    variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)), list(_names(args.layouts)),
-                                attention=args.attention, weights=args.weights, budgets=_names(args.budgets),
-                                warmups=args.warmups)
-    report = run_bench(variants, options)
+    # each bench compiles afresh, so its artifacts (0.1-1.3 GB each) are not kept
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=cache_dir()) as work:
+        variants = compile_variants(args.model, args.method, list(_floats(args.sparsity)),
+                                    list(_names(args.layouts)), Path(work), attention=args.attention,
+                                    weights=args.weights, budgets=_names(args.budgets), warmups=args.warmups)
+        report = run_bench(variants, options)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_table(report))
 

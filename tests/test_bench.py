@@ -46,19 +46,33 @@ def test_ratios_divide_by_the_dense_model_of_the_same_weights_and_by_genai():
     assert "decode_vs_genai" not in runs[5] and runs[5]["decode_vs_dense"] == 1.0  # no genai at 2 threads
 
 
-def test_bench_compiles_a_variant_per_sparsity_and_budget(tiny_dense):
+def test_bench_compiles_a_variant_per_sparsity_and_budget(tiny_dense, tmp_path):
     from glass_onnx.tools.bench import compile_variants
 
-    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], budgets=("uniform", "32,64,48"))
+    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], tmp_path,
+                                budgets=("uniform", "32,64,48"))
     assert set(variants) == {"dense", "a-glass 0.5 uniform", "a-glass 0.5 32,64,48"}
     assert variants["a-glass 0.5 uniform"][0] != variants["a-glass 0.5 32,64,48"][0]
 
 
-def test_bench_compiles_a_variant_per_warmup(tiny_dense):
+def test_bench_compiles_a_variant_per_warmup(tiny_dense, tmp_path):
     from glass_onnx.runtime import load_manifest
     from glass_onnx.tools.bench import compile_variants
 
-    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], budgets=("uniform",), warmups=(0, 16))
+    variants = compile_variants(str(tiny_dense), "a-glass", [0.5], ["fast"], tmp_path, budgets=("uniform",),
+                                warmups=(0, 16))
     assert set(variants) == {"dense", "a-glass 0.5 warm-up 0", "a-glass 0.5 warm-up 16"}
     assert [load_manifest(variants[f"a-glass 0.5 warm-up {w}"][0])["glass"]["warmup_tokens"] for w in (0, 16)] == \
         [0, 16]
+
+
+def test_the_bench_command_reports_and_keeps_no_artifact(tiny_dense, glass_cache, capsys):
+    import json
+
+    from glass_onnx.cli import main
+
+    assert main(["bench", str(tiny_dense), "--sparsity", "0.5", "--threads", "1", "--repeats", "1", "--prompt-len",
+                 "4", "--new-tokens", "4", "--prefill-lengths", "4", "--no-rss", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {run["variant"] for run in report["runs"]} == {"dense", "a-glass 0.5"}
+    assert not list(glass_cache.glob("bench-*"))

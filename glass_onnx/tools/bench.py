@@ -112,14 +112,14 @@ class BenchOptions:
                 raise GlassError(f"{option} takes whole numbers of at least 1 (got {', '.join(map(str, values))})")
 
 
-def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str],
+def compile_variants(model: str, method: str, sparsities: list[float], layouts: list[str], directory: Path,
                      attention: str = "ort", weights: tuple[str, ...] = ("fp32",),
                      budgets: tuple[str, ...] = ("uniform",), warmups: tuple[int, ...] | None = None
                      ) -> dict[str, tuple[Path, str]]:
     """Per weight format, the dense export and one compile per sparsity, budget and warm-up (None: compile's
     default), as bench variants {name: (artifact, layout)}; names carry the format, the budget and the warm-up when
-    there are several ("dense int4", "a-glass 0.5 calibrated warm-up 32 int4")."""
-    from glass_onnx.compiler.artifact import cache_dir
+    there are several ("dense int4", "a-glass 0.5 calibrated warm-up 32 int4"). The compiled ones go to
+    ``directory``; the dense exports are the cached ones."""
     from glass_onnx.compiler.compile import CompileOptions, compile_model
     from glass_onnx.compiler.export import dense_artifact
 
@@ -132,9 +132,8 @@ def compile_variants(model: str, method: str, sparsities: list[float], layouts: 
             for budget, warmup in itertools.product(budgets, warmups or (None,)):
                 named = (f" {budget}" if len(budgets) > 1 else "") + \
                     (f" warm-up {warmup}" if warmups and len(warmups) > 1 else "")
-                out = cache_dir() / "bench" / (f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else
-                                                                           f"-{budget}") +
-                                               ("" if warmup is None else f"-w{warmup}"))
+                out = directory / (f"{dense.name}-{method}-{s:g}" + ("" if budget == "uniform" else f"-{budget}")
+                                   + ("" if warmup is None else f"-w{warmup}"))
                 warm = {} if warmup is None else {"warmup": warmup}
                 compile_model(model, out, CompileOptions(method=method, sparsity=s, attention=attention, weights=form,
                                                          budget=budget, **warm), force=True)
