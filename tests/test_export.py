@@ -74,7 +74,7 @@ def _op_counts(directory):
     return collections.Counter(n.op_type for n in graph.node)
 
 
-@pytest.mark.parametrize("model_type", ["qwen2", "gemma3_text"])
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "mistral", "gemma3_text"])
 def test_other_architectures_export_and_match(model_type, tmp_path):
     from tiny_models import save_tiny_model
 
@@ -86,8 +86,9 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     check_against_torch(out, torch_model(src))
     layers = torch_model(src).config.num_hidden_layers
     assert _op_counts(out)["GroupQueryAttention"] == layers and _op_counts(out)["Attention"] == 0
-    # Qwen2's biased projections pack too; Gemma-3 rotates after a per-head norm and keeps its RotaryEmbedding
-    assert _op_counts(out)["RotaryEmbedding"] == (2 * layers if model_type == "gemma3_text" else 0)
+    # Qwen2's biased projections pack too; Gemma-3 and Qwen3 rotate after a per-head norm and keep their
+    # RotaryEmbedding
+    assert _op_counts(out)["RotaryEmbedding"] == (2 * layers if model_type in ("gemma3_text", "qwen3") else 0)
     # causal-and-padding masks become the padding-only bias; the tiny Gemma's sliding-window layers keep theirs
     kinds = torch_model(src).config.layer_types if model_type == "gemma3_text" else ["full_attention"] * layers
     assert [b == "glass.padding_bias" for b in _attention_biases(out)] == [k == "full_attention" for k in kinds]

@@ -33,7 +33,7 @@ def tiny_tokenizer():
 
 
 def tiny_config(model_type: str = "llama"):
-    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -42,6 +42,10 @@ def tiny_config(model_type: str = "llama"):
         return LlamaConfig(**common, tie_word_embeddings=True, rope_theta=10000.0)
     if model_type == "qwen2":
         return Qwen2Config(**common, tie_word_embeddings=False)
+    if model_type == "qwen3":
+        return Qwen3Config(**common, head_dim=16, tie_word_embeddings=True)
+    if model_type == "mistral":
+        return MistralConfig(**common, sliding_window=None, tie_word_embeddings=False)
     if model_type == "gemma3_text":
         return Gemma3TextConfig(**{**common, "head_dim": 16}, sliding_window=4,
                                 layer_types=["sliding_attention", "sliding_attention", "full_attention"])

@@ -143,6 +143,10 @@ def load_model(source: ModelSource):
     except Exception as e:  # weights cut short after a readable header
         if source.kind != "gguf":
             raise
+        if "mismatched_sizes" in str(e):  # transformers' GGUF reader does not map every config field
+            raise GlassError(f"transformers reads '{source.path}' with a config whose shapes do not fit its tensors "
+                             "(its GGUF mapping drops a field, such as a non-default head_dim); pass the model's "
+                             "Hugging Face directory instead") from None
         raise GlassError(f"could not load the weights of '{source.path}' ({_first_line(e)}); the file is truncated "
                          "or damaged: download or assemble it again") from None
     if model.config.get_text_config().model_type != config.get_text_config().model_type:
