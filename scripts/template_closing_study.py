@@ -25,7 +25,7 @@ from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import recipe_of
-from glass_onnx.evaluation.evaluate import Config, Evaluator, _pad_left, keep_count
+from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
 from glass_onnx.evaluation.metrics import paired_ratio_interval, token_metrics
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
@@ -42,9 +42,7 @@ class ClosingLeftOut(Evaluator):
             return super().teacher_forced(decoder, prompts, tokens, overrides, warmup)
         state = decoder.new_state(len(prompts))
         opening = self.opening(prompts, decoder)
-        rest, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
-        ids = np.concatenate([np.array([p.ids[:opening] for p in prompts], np.int64), rest], 1)
-        mask = np.concatenate([np.ones((len(prompts), opening), mask.dtype), mask], 1)
+        ids, mask = self.prompt_batch(prompts, opening)
         c = self.closing
         decoder.prefill_prompt(state, ids[:, :-c], mask[:, :-c], overrides, uncounted=opening)
         counted = state.neuron_stats

@@ -182,16 +182,20 @@ class Evaluator:
         lengths = {self.template_opening(list(p.ids)) for p in prompts}  # each shorter than its prompt
         return lengths.pop() if len(lengths) == 1 else 0
 
+    def prompt_batch(self, prompts, opening: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask) [batch, n] of the prompts: their shared ``opening`` tokens first, then the rest
+        left-padded (the attention mask and positions skip the padding)."""
+        rest, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
+        shared = np.array([p.ids[:opening] for p in prompts], np.int64).reshape(len(prompts), opening)
+        return (np.concatenate([shared, rest], 1),
+                np.concatenate([np.ones((len(prompts), opening), mask.dtype), mask], 1))
+
     def teacher_forced(self, decoder, prompts, tokens, overrides=None, warmup: int = 0):
         """(logits [batch, G - 1, vocab], kept neurons) of ``decoder`` fed the prompts and then ``tokens`` (the dense
         continuation), with ``overrides`` at prefill and the first ``warmup`` tokens run densely, as generate does."""
         state = decoder.new_state(len(prompts))
         opening = self.opening(prompts, decoder)
-        # the opening is the same in every row; the rest is left-padded (the attention mask and positions skip it)
-        rest, mask = _pad_left([p.ids[opening:] for p in prompts], self.pad)
-        shared = np.array([p.ids[:opening] for p in prompts], np.int64).reshape(len(prompts), opening)
-        ids = np.concatenate([shared, rest], 1)
-        mask = np.concatenate([np.ones((len(prompts), opening), mask.dtype), mask], 1)
+        ids, mask = self.prompt_batch(prompts, opening)
         decoder.prefill_prompt(state, ids, mask, overrides, uncounted=opening, warmup=warmup)
         # right padding after EOS needs no mask: causal attention never looks ahead
         logits = decoder.decode(state, tokens[:, :-1])  # its first ``warmup`` tokens through prefill
