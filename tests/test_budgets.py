@@ -130,3 +130,20 @@ def test_calibrated_compile_is_the_default_deterministic_and_cached(tiny_dense, 
     assert dense["glass"]["budget"] == {"kind": "uniform"}  # nothing to share out at sparsity 0
     with pytest.raises(GlassError, match="too short or too few to calibrate budgets"):
         compile_tiny(tiny_dense, tmp_path / "c", **{**options, "prior_tokens": 32})
+
+
+def test_another_sparsity_reuses_the_samples_outlier_ratios(tiny_dense, tmp_path, monkeypatch):
+    from conftest import compile_tiny
+
+    from glass_onnx.compiler import budget_calibration
+
+    options = dict(method="a-glass", budget="calibrated", prior_tokens=136)
+    first = load_manifest(compile_tiny(tiny_dense, tmp_path / "a", sparsity=1 / 3, **options))["glass"]
+
+    def measured_again(*_):
+        raise AssertionError("the outlier ratios were measured again")
+
+    monkeypatch.setattr(budget_calibration, "outlier_ratios", measured_again)
+    other = load_manifest(compile_tiny(tiny_dense, tmp_path / "b", sparsity=2 / 3, **options))["glass"]
+    assert other["k_per_layer"] != first["k_per_layer"]
+    assert other["budget"]["outlier_ratio"] == first["budget"]["outlier_ratio"]

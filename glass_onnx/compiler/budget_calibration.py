@@ -96,8 +96,25 @@ def kept_masks(stats: list, prior_rank: np.ndarray, lam: float, budgets) -> dict
     return masks
 
 
-def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step: int = STEP):
-    """(the layer profile, the candidate allocations, their KL on the held-out samples)."""
+def outlier_ratios(model, ids, mask) -> np.ndarray:
+    """Per layer, OWL's outlier ratio: the share of FFN activations |Z| above OWL_M x their mean, over every real
+    token of the samples (it does not depend on k, so the calibrations of several sparsities share it)."""
+    import torch
+
+    with torch.no_grad(), SparsifiedModel(model) as probe:
+        above = np.zeros(len(probe.modules))
+        for b in range(0, len(ids), 8):
+            probe.model(input_ids=ids[b : b + 8], attention_mask=mask[b : b + 8], logits_to_keep=1)
+            real = mask[b : b + 8].bool()
+            for layer, z in enumerate(probe.captured):
+                a = z.abs()[real]
+                above[layer] += float((a > OWL_M * a.mean()).float().sum()) / a.numel()
+    return above / len(range(0, len(ids), 8))
+
+
+def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step: int = STEP, outlier=None):
+    """(the layer profile, the candidate allocations, their KL on the held-out samples); ``outlier``: the samples'
+    ``outlier_ratios`` if known."""
     import torch
 
     from glass_onnx.progress import progress
@@ -111,15 +128,8 @@ def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step
                          "--prior-samples, or compile with --budget uniform")
     profiled = min(PROFILE_SAMPLES, len(x) // 2)  # the rest, up to VALIDATION_SAMPLES, choose among the candidates
     profile_x, held_out = x[:profiled], x[profiled : profiled + VALIDATION_SAMPLES]
+    outlier = outlier_ratios(model, ids, mask) if outlier is None else outlier
     with torch.no_grad(), SparsifiedModel(model) as probe:
-        above = np.zeros(layers)
-        for b in range(0, len(ids), 8):
-            probe.model(input_ids=ids[b : b + 8], attention_mask=mask[b : b + 8], logits_to_keep=1)
-            real = mask[b : b + 8].bool()
-            for layer, z in enumerate(probe.captured):
-                a = z.abs()[real]
-                above[layer] += float((a > OWL_M * a.mean()).float().sum()) / a.numel()
-        outlier = above / len(range(0, len(ids), 8))
         dense, stats = probe.dense(profile_x)
         sensitivity = np.zeros(layers)
         for layer in progress(range(layers), desc="calibrating layer budgets"):
@@ -157,7 +167,14 @@ def calibrated_budgets(manifest: dict, source, options, prior_rank: np.ndarray, 
     model, tokenizer = load_model(source)
     ids, mask = compute_samples(model, tokenizer, settings, bool(manifest["tokenizer"]["instruct"]),
                                 source.cache_key())
-    profile, candidates, sample_kl = calibrate(model, ids, mask, prior_rank, lam, k, step)
+    # the outlier ratios are the samples', whatever the sparsity: cached on their own for the other sparsities
+    outliers = path.with_name(f"{source.cache_key()}-outliers-r{RULE}-{settings.key()}.npy")
+    outlier = np.load(outliers) if outliers.exists() else outlier_ratios(model, ids, mask)
+    if not outliers.exists():
+        outliers.parent.mkdir(parents=True, exist_ok=True)
+        np.save(outliers.with_suffix(".tmp.npy"), outlier)
+        outliers.with_suffix(".tmp.npy").rename(outliers)
+    profile, candidates, sample_kl = calibrate(model, ids, mask, prior_rank, lam, k, step, outlier)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".tmp").write_text(json.dumps({
         "outlier_ratio": profile.outlier_ratio.tolist(), "sensitivity": profile.sensitivity.tolist(),
