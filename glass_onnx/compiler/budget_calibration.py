@@ -169,8 +169,10 @@ def calibrated_budgets(manifest: dict, source, options, prior_rank: np.ndarray, 
                                 source.cache_key())
     # the outlier ratios are the samples', whatever the sparsity: cached on their own for the other sparsities
     outliers = path.with_name(f"{source.cache_key()}-outliers-r{RULE}-{settings.key()}.npy")
-    outlier = np.load(outliers) if outliers.exists() else outlier_ratios(model, ids, mask)
-    if not outliers.exists():
+    if outliers.exists():
+        outlier = np.load(outliers)
+    else:
+        outlier = outlier_ratios(model, ids, mask)
         outliers.parent.mkdir(parents=True, exist_ok=True)
         np.save(outliers.with_suffix(".tmp.npy"), outlier)
         outliers.with_suffix(".tmp.npy").rename(outliers)
