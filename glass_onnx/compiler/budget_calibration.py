@@ -112,9 +112,9 @@ def outlier_ratios(model, ids, mask) -> np.ndarray:
     return above / len(range(0, len(ids), 8))
 
 
-def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step: int = STEP, outlier=None):
+def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, outlier: np.ndarray, step: int = STEP):
     """(the layer profile, the candidate allocations, their KL on the held-out samples); ``outlier``: the samples'
-    ``outlier_ratios`` if known."""
+    ``outlier_ratios``."""
     import torch
 
     from glass_onnx.progress import progress
@@ -128,7 +128,6 @@ def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, step
                          "--prior-samples, or compile with --budget uniform")
     profiled = min(PROFILE_SAMPLES, len(x) // 2)  # the rest, up to VALIDATION_SAMPLES, choose among the candidates
     profile_x, held_out = x[:profiled], x[profiled : profiled + VALIDATION_SAMPLES]
-    outlier = outlier_ratios(model, ids, mask) if outlier is None else outlier
     with torch.no_grad(), SparsifiedModel(model) as probe:
         dense, stats = probe.dense(profile_x)
         sensitivity = np.zeros(layers)
@@ -176,7 +175,7 @@ def calibrated_budgets(manifest: dict, source, options, prior_rank: np.ndarray, 
         outliers.parent.mkdir(parents=True, exist_ok=True)
         np.save(outliers.with_suffix(".tmp.npy"), outlier)
         outliers.with_suffix(".tmp.npy").rename(outliers)
-    profile, candidates, sample_kl = calibrate(model, ids, mask, prior_rank, lam, k, step, outlier)
+    profile, candidates, sample_kl = calibrate(model, ids, mask, prior_rank, lam, k, outlier, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".tmp").write_text(json.dumps({
         "outlier_ratio": profile.outlier_ratio.tolist(), "sensitivity": profile.sensitivity.tolist(),
