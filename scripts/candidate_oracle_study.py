@@ -11,20 +11,18 @@ A-GLASS at the model's lam, 50%, the 32-token warm-up, dev split, through the co
 KL on the dense greedy continuation's tokens after the warm-up, per bucket and in all, against uniform counts.
 """
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from study_setup import dev_prompts, prompt_study_parser
+from study_setup import dev_prompts, prompt_study_parser, study_evaluator
 
 from glass_onnx.compiler.budgets import LayerProfile, candidate_budgets
-from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
+from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import recipe_of
-from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
+from glass_onnx.evaluation.evaluate import Config, keep_count
 from glass_onnx.evaluation.metrics import token_metrics
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
@@ -49,10 +47,7 @@ def main() -> None:
     candidates = candidate_budgets(profile, k, size)
     assert candidates[record["chosen"]] == chosen, "the record's rounded profile gives other candidates"
     prior = ranks(global_prior(manifest, source, METHODS["a-glass"], options)[0])
-    work = tempfile.TemporaryDirectory()  # removed at exit: the artifact is 0.7-1.3 GB
-    artifact = compile_model(str(dense), Path(work.name) / "griffin", CompileOptions(method="griffin", sparsity=0.5))
-    evaluator = Evaluator(dense, {("rank", 1): artifact}, {"activation": prior}, args.gen_len, args.threads, None,
-                          {}, codec.template_prefix_length)
+    evaluator = study_evaluator(dense, args, codec, {"activation": prior}, {})
     config = Config("a-glass", SPARSITY, default_lam(recipe_of(manifest)), warmup=args.warmup)
     rows, started = [], time.perf_counter()  # (bucket, {candidate: KL summed over the prompt's scored tokens})
     for i in range(0, len(prompts), evaluator.batch):

@@ -17,20 +17,18 @@ split. Scored as ``eval --warmups 32`` scores ``*_after``: KL(dense || sparse) o
 tokens after the warm-up, each prior with its paired 90% interval against the shipped one.
 """
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from study_setup import dev_prompts, prompt_study_parser
+from study_setup import dev_prompts, prompt_study_parser, study_evaluator
 
-from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
+from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import PriorSettings, compute_samples, neuron_importance, sample_sequences
 from glass_onnx.compiler.settings import default_lam
 from glass_onnx.compiler.sources import load_model, recipe_of
-from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
+from glass_onnx.evaluation.evaluate import Config, keep_count
 from glass_onnx.evaluation.metrics import paired_ratio_interval, token_metrics
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
@@ -115,11 +113,7 @@ def main() -> None:
     budgets = {}
     for sparsity in (0.25, 0.5):
         budgets[(sparsity, 1)] = calibrated_layer_budgets(manifest, source, options, keep_count(sparsity, size))[0]
-    work = tempfile.TemporaryDirectory()  # removed at exit: the artifact is 0.7-1.3 GB
-    artifact = compile_model(str(dense), Path(work.name) / "griffin",
-                             CompileOptions(method="griffin", sparsity=0.5))
-    evaluator = Evaluator(dense, {("rank", 1): artifact}, {}, args.gen_len, args.threads, None, budgets,
-                          codec.template_prefix_length)
+    evaluator = study_evaluator(dense, args, codec, {}, budgets)
     grid = [("griffin", s, None) for s in (0.25, 0.5)] + \
         [(method, s, name) for name in priors for method, s in (("a-glass", 0.25), ("a-glass", 0.5),
                                                                 ("global-a", 0.5))]

@@ -14,20 +14,18 @@ Scored as ``eval --warmups 32`` scores ``*_after``: KL(dense || sparse) on the d
 after the warm-up, with each rule's paired 90% interval against the calibrated counts.
 """
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from study_setup import dev_prompts, prompt_study_parser
+from study_setup import dev_prompts, prompt_study_parser, study_evaluator
 
 from glass_onnx.compiler.budgets import STEP, round_to_steps
-from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
+from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import recipe_of
-from glass_onnx.evaluation.evaluate import Config, Evaluator, keep_count
+from glass_onnx.evaluation.evaluate import Config, keep_count
 from glass_onnx.evaluation.metrics import paired_ratio_interval, token_metrics
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
@@ -72,11 +70,8 @@ def main() -> None:
     size, layers = manifest["model"]["intermediate_size"], manifest["model"]["num_layers"]
     k = keep_count(args.sparsity, size, 1)
     calibrated = np.array(calibrated_layer_budgets(manifest, source, CompileOptions(), k)[0])
-    work = tempfile.TemporaryDirectory()  # removed at exit: the artifact is 0.7-1.3 GB
-    artifact = compile_model(str(dense), Path(work.name) / "griffin",
-                             CompileOptions(method="griffin", sparsity=0.5))
-    evaluator = Evaluator(dense, {("rank", 1): artifact}, {"activation": ranks(values)}, args.gen_len, args.threads,
-                          None, {(args.sparsity, 1): calibrated.tolist()}, codec.template_prefix_length)
+    evaluator = study_evaluator(dense, args, codec, {"activation": ranks(values)},
+                                {(args.sparsity, 1): calibrated.tolist()})
     config = Config("a-glass", args.sparsity, default_lam(recipe_of(manifest)), budget="calibrated",
                     warmup=args.warmup)
     decoder, w = evaluator.artifact(config), args.warmup

@@ -5,15 +5,18 @@ Not part of the package: these scripts rerun EVAL.md's design studies 5 to 9.
 """
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from glass_onnx.compiler.compile import CompileOptions
+from glass_onnx.compiler.compile import CompileOptions, compile_model
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import PriorSettings, compute_samples, global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
 from glass_onnx.compiler.sources import load_model, recipe_of
+from glass_onnx.evaluation.evaluate import Evaluator
 from glass_onnx.evaluation.prompts import load_prompts
 from glass_onnx.passes.glass_math import ranks
 from glass_onnx.runtime.manifest import load_manifest
@@ -54,3 +57,15 @@ def dev_prompts(codec, args, chat: bool = True) -> list:
     """The first --per-bucket dev-split prompts of each of --buckets."""
     buckets = args.buckets.split(",")
     return [p for p in load_prompts(codec, "dev", args.per_bucket, chat) if p.bucket in buckets]
+
+
+def study_evaluator(dense, args, codec, priors: dict, budgets: dict, kind=Evaluator) -> Evaluator:
+    """A ``kind`` Evaluator (the template's opening left out of the statistic, as the runtime does) on the reference
+    sessions of a GRIFFIN artifact, which overrides turn into each method; the artifact (0.7-1.3 GB) is compiled into
+    a temporary folder that lives as long as the evaluator."""
+    work = tempfile.TemporaryDirectory()
+    artifact = compile_model(str(dense), Path(work.name) / "griffin", CompileOptions(method="griffin", sparsity=0.5))
+    evaluator = kind(dense, {("rank", 1): artifact}, priors, args.gen_len, args.threads, None, budgets,
+                     codec.template_prefix_length)
+    evaluator.workdir = work
+    return evaluator

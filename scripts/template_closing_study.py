@@ -13,14 +13,12 @@ prompts through the compiled sessions (the Evaluator's), scored as ``eval --warm
 the dense greedy continuation's tokens after the warm-up, with the paired 90% interval against the shipped rule.
 """
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from study_setup import dev_prompts, prompt_study_parser
+from study_setup import dev_prompts, prompt_study_parser, study_evaluator
 
-from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets, compile_model
+from glass_onnx.compiler.compile import CompileOptions, calibrated_layer_budgets
 from glass_onnx.compiler.export import dense_artifact
 from glass_onnx.compiler.priors import global_prior
 from glass_onnx.compiler.settings import METHODS, default_lam
@@ -71,11 +69,8 @@ def main() -> None:
     size, lam = manifest["model"]["intermediate_size"], default_lam(recipe_of(manifest))
     options = CompileOptions()
     budgets = {(s, 1): calibrated_layer_budgets(manifest, source, options, keep_count(s, size))[0] for s in (0.25, 0.5)}
-    work = tempfile.TemporaryDirectory()  # removed at exit: the artifact is 0.7-1.3 GB
-    artifact = compile_model(str(dense), Path(work.name) / "griffin", CompileOptions(method="griffin", sparsity=0.5))
     prior = ranks(global_prior(manifest, source, METHODS["a-glass"], options)[0])
-    evaluator = ClosingLeftOut(dense, {("rank", 1): artifact}, {"activation": prior}, args.gen_len, args.threads,
-                               None, budgets, codec.template_prefix_length)
+    evaluator = study_evaluator(dense, args, codec, {"activation": prior}, budgets, ClosingLeftOut)
     grid = [(m, s) for s in (0.25, 0.5) for m in ("griffin", "a-glass")]
     kl = {(g, rule): [] for g in grid for rule in ("counted", "left out")}
     tokens_after, started = 0, time.perf_counter()
