@@ -102,7 +102,7 @@ class PromptKL(JointKL):
 
 
 def main() -> None:
-    parser = prompt_study_parser(__doc__, per_bucket=12)
+    parser = prompt_study_parser(__doc__, per_bucket=12, continuations=False)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--scored", type=int, default=64, help="tokens scored after the warm-up")
     parser.add_argument("--searches", default="prompts,samples",

@@ -34,7 +34,6 @@ SPARSITY = 0.5
 
 def main() -> None:
     parser = prompt_study_parser(__doc__, 12)
-    parser.add_argument("--gen-len", type=int, default=128)
     args = parser.parse_args()
     dense, source = dense_artifact(args.model, attention="onnx")
     manifest = load_manifest(dense)

@@ -81,7 +81,6 @@ def self_instructed(model, tokenizer, settings: PriorSettings):
 
 def main() -> None:
     parser = prompt_study_parser(__doc__, per_bucket=24)
-    parser.add_argument("--gen-len", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dense, source = dense_artifact(args.model, attention="onnx")

@@ -59,7 +59,6 @@ def mixed(share: np.ndarray, calibrated: np.ndarray, a: float, size: int) -> np.
 def main() -> None:
     parser = prompt_study_parser(__doc__, per_bucket=24)
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--gen-len", type=int, default=128)
     args = parser.parse_args()
     dense, source = dense_artifact(args.model, attention="onnx")
     manifest = load_manifest(dense)

@@ -1,7 +1,7 @@
 """What the design-study scripts share: a catalog model in torch, its prior samples, A-GLASS prior ranks and lam;
 the options and prompts of the studies on dev-split prompts.
 
-Not part of the package: these scripts rerun EVAL.md's design studies 5 to 9.
+Not part of the package: these scripts rerun EVAL.md's design studies 5 to 10.
 """
 
 import argparse
@@ -42,14 +42,17 @@ def full_rows(ids, mask, length: int) -> np.ndarray:
     return np.flatnonzero(mask[:, :length].all(1).numpy())
 
 
-def prompt_study_parser(doc: str, per_bucket: int) -> argparse.ArgumentParser:
-    """The options every study on dev-split prompts takes (design studies 7, 8 and 9)."""
+def prompt_study_parser(doc: str, per_bucket: int, continuations: bool = True) -> argparse.ArgumentParser:
+    """The options every study on dev-split prompts takes (design studies 7 to 10); ``continuations``: it scores
+    dense greedy continuations of --gen-len tokens (the Evaluator's, ``study_evaluator``)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--per-bucket", type=int, default=per_bucket)
     parser.add_argument("--buckets", default="16,32,chat")
     parser.add_argument("--warmup", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    if continuations:
+        parser.add_argument("--gen-len", type=int, default=128)
     return parser
 
 

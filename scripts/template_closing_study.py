@@ -54,7 +54,6 @@ class ClosingLeftOut(Evaluator):
 def main() -> None:
     parser = prompt_study_parser(__doc__, 60)
     parser.set_defaults(buckets="chat")
-    parser.add_argument("--gen-len", type=int, default=128)
     args = parser.parse_args()
     dense, source = dense_artifact(args.model, attention="onnx")
     manifest = load_manifest(dense)
