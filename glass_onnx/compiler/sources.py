@@ -121,6 +121,8 @@ def load_config(source: ModelSource):
         raise GlassError(f"could not read '{source.path}' as a GGUF model ({_first_line(e)}); the file is truncated "
                          "or not a GGUF: download or assemble it again") from None
     text = config.get_text_config()
+    if source.kind == "gguf":
+        _restore_gguf_head_dim(source.path, text)
     if text.model_type not in SUPPORTED:
         raise GlassError(
             f"unsupported architecture '{text.model_type}' ({', '.join(config.architectures or [])}); "
@@ -139,7 +141,8 @@ def load_model(source: ModelSource):
     where, kwargs = source.load_args
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, attn_implementation="sdpa", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, config=config, dtype=torch.float32,
+                                                     attn_implementation="sdpa", **kwargs)
     except Exception as e:  # weights cut short after a readable header
         if source.kind != "gguf":
             raise
@@ -153,6 +156,18 @@ def load_model(source: ModelSource):
         raise GlassError(f"'{source.spec}' loaded as {type(model).__name__}, expected a text decoder")
     model.eval()
     return model, tokenizer
+
+
+def _restore_gguf_head_dim(path: str, config) -> None:
+    """transformers maps a GGUF's head size to head_dim for some architectures only (not Qwen2/Qwen3), leaving the
+    config default, which for Qwen3 (128) misfits any other head size; llama.cpp always writes it as key_length."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    arch = fields["general.architecture"].contents()
+    field = fields.get(f"{arch}.attention.key_length")
+    if field is not None and getattr(config, "head_dim", None) != field.contents():
+        config.head_dim = int(field.contents())
 
 
 def _first_line(error: Exception) -> str:
