@@ -62,7 +62,7 @@ def cmd_generate(args) -> None:
     from glass_onnx.runtime.manifest import keep_summary
 
     generator = Generator(args.artifact, provider=args.provider, threads=args.threads, layout=args.layout)
-    prompt_ids = generator.encode(args.prompt, chat=args.chat)
+    prompt_ids = generator.encode(_prompt_or_conversation(args), chat=args.chat)
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     result = generator.generate(prompt_ids, max_new_tokens=args.max_new_tokens, sampling=sampling,
@@ -82,6 +82,20 @@ def cmd_generate(args) -> None:
     if glass:
         figures += f", {glass['method']} keeps {keep_summary(glass)}"
     print(f"\n{figures}]")
+
+
+def _prompt_or_conversation(args):
+    if (args.prompt is None) == (args.messages is None):
+        raise GlassError("give either a PROMPT or --messages FILE (a conversation), not both or neither")
+    if args.messages is None:
+        return args.prompt
+    if args.chat is False:
+        raise GlassError("a conversation goes through the chat template; drop --no-chat")
+    try:
+        conversation = json.loads(Path(args.messages).read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise GlassError(f"could not read the conversation in '{args.messages}' ({e}); pass a JSON file") from None
+    return conversation.get("messages") if isinstance(conversation, dict) else conversation
 
 
 def cmd_eval(args) -> None:
@@ -201,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("generate", "generate text from an exported or compiled directory")
     p.add_argument("artifact")
-    p.add_argument("prompt")
+    p.add_argument("prompt", nargs="?", default=None, help="the text to answer or continue")
+    p.add_argument("--messages", default=None, metavar="FILE",
+                   help="instead of PROMPT, a JSON file holding a conversation to answer: a list of {\"role\": ..., "
+                        "\"content\": ...} turns, or {\"messages\": [...]}")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-k", type=int, default=0)
@@ -232,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--per-bucket", type=int, default=10, help="prompts per length bucket (8, 16, 32, 64, chat)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens of dense greedy continuation (G)")
-    p.add_argument("--prompts", default=None, help="a text file, one prompt per line, instead of the shipped prose")
+    p.add_argument("--prompts", default=None,
+                   help="prompts instead of the shipped ones: a text file, one per line, or a .jsonl file of JSON "
+                        "strings and conversations ({\"messages\": [{\"role\": ..., \"content\": ...}]})")
     p.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                    help="prompts through the model's chat template (default: yes for an instruct model); --no-chat "
                         "feeds a --prompts file as plain text and leaves out the shipped chat bucket")

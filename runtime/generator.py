@@ -64,7 +64,11 @@ class Generator:
     def max_context(self) -> int:
         return int(self.manifest["model"]["max_context"])
 
-    def encode(self, prompt: str, chat: bool | None = None) -> list[int]:
+    def encode(self, prompt: str | list[dict], chat: bool | None = None) -> list[int]:
+        """Token ids of a text prompt (through the chat template by default for an instruct model) or of a
+        conversation, a list of {"role", "content"} messages (always through the template)."""
+        if isinstance(prompt, list):
+            return self.codec.encode_messages(prompt)
         if not prompt.strip():
             raise GlassError("the prompt is empty; pass some text to continue")
         if chat is None:

@@ -25,12 +25,17 @@ class TextCodec:
 
     def encode(self, text: str, chat: bool = False) -> list[int]:
         if chat:
-            if self.chat_template is None:
-                raise GlassError("this model has no chat template; run without --chat")
-            text = self.render_chat([{"role": "user", "content": text}])
-            # the template already wrote the special tokens the model expects
-            return self.tokenizer.encode(text, add_special_tokens=False).ids
+            return self.encode_messages([{"role": "user", "content": text}])
         return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def encode_messages(self, messages: list[dict]) -> list[int]:
+        """A conversation in the Hugging Face chat format (``[{"role": "user", "content": "..."}, ...]``, a system
+        turn and earlier turns allowed) through the chat template, opened for the assistant's next turn."""
+        if self.chat_template is None:
+            raise GlassError("this model has no chat template; run without --chat")
+        check_conversation(messages)
+        # the template already wrote the special tokens the model expects
+        return self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
 
     def template_prefix_length(self, ids: list[int]) -> int:
         """How many leading ``ids`` are the chat template's own opening (system block, user header), shared by every
@@ -71,3 +76,17 @@ class TextCodec:
             )
         except jinja2.TemplateError as e:
             raise GlassError(f"the saved chat template failed to render ({e}); run without --chat") from None
+
+
+def check_conversation(messages) -> None:
+    """A conversation is a non-empty list of {"role", "content"} turns whose last turn is not the assistant's."""
+    if not isinstance(messages, list) or not messages:
+        raise GlassError("a conversation is a non-empty list of messages; pass [{\"role\": \"user\", "
+                         "\"content\": \"...\"}]")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise GlassError(f"message {i + 1} of the conversation is not {{\"role\": str, \"content\": str}}; "
+                             "give each turn a role and a text content")
+    if messages[-1]["role"] == "assistant":
+        raise GlassError("the conversation ends with the assistant's turn; end it with the user's turn, which the "
+                         "model then answers")

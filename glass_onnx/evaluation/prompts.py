@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from importlib import resources
 
+from glass_onnx.runtime.errors import GlassError
+
 BUCKETS = (8, 16, 32, 64)
 PROSE = ("botchan.txt", "alice_in_wonderland.txt", "britannica1911_shakespeare.txt")
 CHAT = "chat_instructions.txt"
@@ -81,10 +83,36 @@ def load_prompts(codec, split: str, per_bucket: int, chat: bool) -> list[Prompt]
 
 
 def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
-    """One prompt per non-empty line of a user's file, through the chat template (bucket "file-chat") or as
-    plain text ("file")."""
+    """One prompt per non-empty line of a user's file. A .txt line is text; a .jsonl line is a JSON string (text)
+    or a conversation in the Hugging Face chat format ({"messages": [...]} or the bare list of messages, earlier
+    turns and a system turn allowed). Text goes through the chat template when ``chat`` (bucket "file-chat") or
+    not ("file"); a conversation always does."""
+    import json
     from pathlib import Path
 
-    lines = [line.strip() for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
-    bucket = "file-chat" if chat else "file"
-    return [Prompt(bucket, line, tuple(codec.encode(line, chat=chat)), str(path)) for line in lines]
+    lines = [(n, line.strip()) for n, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1)
+             if line.strip()]
+    if Path(path).suffix != ".jsonl":
+        bucket = "file-chat" if chat else "file"
+        return [Prompt(bucket, line, tuple(codec.encode(line, chat=chat)), str(path)) for _, line in lines]
+    prompts = []
+    for n, line in lines:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GlassError(f"line {n} of {path} is not JSON ({e.msg}); write one JSON string or conversation "
+                             "per line") from None
+        if isinstance(item, str):
+            prompts.append(Prompt("file-chat" if chat else "file", item, tuple(codec.encode(item, chat=chat)),
+                                  str(path)))
+            continue
+        messages = item.get("messages") if isinstance(item, dict) else item
+        if not chat:
+            raise GlassError(f"line {n} of {path} is a conversation, which needs the chat template: use an "
+                             "instruct model and leave out --no-chat")
+        try:
+            ids = codec.encode_messages(messages)
+        except GlassError as e:
+            raise GlassError(f"line {n} of {path}: {e}") from None
+        prompts.append(Prompt("file-chat", json.dumps(messages, ensure_ascii=False), tuple(ids), str(path)))
+    return prompts

@@ -1,0 +1,76 @@
+"""Conversations (the Hugging Face chat format, earlier turns and a system turn included) as prompts: the runtime
+renders them as transformers does, `generate --messages` answers one, and `eval --prompts FILE.jsonl` reads them
+beside plain strings."""
+
+import json
+
+import pytest
+from test_bad_input import fails
+
+from glass_onnx.cli import main
+from glass_onnx.evaluation.prompts import file_prompts
+from glass_onnx.runtime import Generator, GlassError, TextCodec, load_manifest
+
+CONVERSATION = [{"role": "system", "content": "You answer briefly."},
+                {"role": "user", "content": "Name a river."},
+                {"role": "assistant", "content": "The Nile."},
+                {"role": "user", "content": "And a mountain?"}]
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_dense):
+    return TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
+
+
+def test_a_conversation_renders_as_transformers_does(codec, tiny_dir, tiny_compiled):
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(tiny_dir).apply_chat_template(CONVERSATION, add_generation_prompt=True,
+                                                                           tokenize=True, return_dict=False)
+    assert codec.encode_messages(CONVERSATION) == list(expected)
+    generator = Generator(tiny_compiled(method="a-glass", sparsity=0.5))
+    ids = generator.encode(CONVERSATION)
+    assert ids == list(expected) and 0 < generator.codec.template_prefix_length(ids) < len(ids)
+    assert len(generator.generate(ids, max_new_tokens=4, ignore_eos=True).tokens) == 4
+
+
+@pytest.mark.parametrize("conversation, expect", [
+    ([], "non-empty list"),
+    ([{"role": "user"}], "message 1"),
+    (CONVERSATION[:3], "ends with the assistant's turn"),
+])
+def test_a_malformed_conversation_is_refused(codec, conversation, expect):
+    with pytest.raises(GlassError, match=expect):
+        codec.encode_messages(conversation)
+
+
+def test_generate_answers_a_conversation_file(capsys, tiny_dense, tmp_path):
+    (tmp_path / "chat.json").write_text(json.dumps({"messages": CONVERSATION}))
+    assert main(["generate", str(tiny_dense), "--messages", str(tmp_path / "chat.json"), "--max-new-tokens", "3",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prompt_tokens"] == len(TextCodec(tiny_dense, load_manifest(tiny_dense)["tokenizer"])
+                                          .encode_messages(CONVERSATION))
+    fails(capsys, "generate", tiny_dense, "hello", "--messages", tmp_path / "chat.json", expect="not both")
+    fails(capsys, "generate", tiny_dense, "--messages", tmp_path / "missing.json", expect="could not read")
+
+
+def test_a_jsonl_prompt_file_holds_strings_and_conversations(codec, tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in ["Why is the sky blue?", {"messages": CONVERSATION},
+                                                      CONVERSATION[1:]]) + "\n")
+    prompts = file_prompts(codec, str(path), chat=True)
+    assert [p.bucket for p in prompts] == ["file-chat"] * 3
+    assert prompts[0].ids == tuple(codec.encode("Why is the sky blue?", chat=True))
+    assert prompts[1].ids == tuple(codec.encode_messages(CONVERSATION)) and json.loads(prompts[1].text) == CONVERSATION
+    assert prompts[2].ids == tuple(codec.encode_messages(CONVERSATION[1:]))
+    (tmp_path / "prompts.txt").write_text('{"messages": "a .txt line is text, whatever it looks like"}\n')
+    assert file_prompts(codec, str(tmp_path / "prompts.txt"), chat=False)[0].bucket == "file"
+    with pytest.raises(GlassError, match="line 2 .* needs the chat template"):
+        file_prompts(codec, str(path), chat=False)
+    path.write_text('"fine"\n{"messages": [{"role": "assistant", "content": "x"}]}\n')
+    with pytest.raises(GlassError, match="line 2 .*assistant's turn"):
+        file_prompts(codec, str(path), chat=True)
+    path.write_text('"fine"\nnot json\n')
+    with pytest.raises(GlassError, match="line 2 .* is not JSON"):
+        file_prompts(codec, str(path), chat=True)
