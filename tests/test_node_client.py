@@ -67,6 +67,22 @@ def test_node_matches_python_cli(artifacts, capsys, kind, chat):
                 == json.loads((directory / "manifest.json").read_text())["tokenizer"]["bos_token_id"])
 
 
+def test_node_answers_a_conversation_as_python_does(artifacts, capsys, tmp_path):
+    from test_conversations import CONVERSATION
+
+    (tmp_path / "chat.json").write_text(json.dumps({"messages": CONVERSATION}))
+    args = [artifacts["a-glass"], "--messages", tmp_path / "chat.json", "--max-new-tokens", "8"]
+    proc = run_node(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    node, python = json.loads(proc.stdout), run_python(capsys, *args)
+    assert (node["prompt_ids"], node["tokens"]) == (python["prompt_ids"], python["tokens"])
+    (tmp_path / "ends.json").write_text(json.dumps(CONVERSATION[:3]))
+    proc = run_node(artifacts["a-glass"], "--messages", tmp_path / "ends.json")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "error: the conversation ends with the assistant's turn; end it with the user's turn, which the model then "
+        "answers")
+
+
 def test_node_runs_the_warmup_as_python_does(tiny_compiled, capsys):
     artifact = tiny_compiled(method="a-glass", sparsity=0.75)
     args = [artifact, "hello world", "--no-chat", "--max-new-tokens", "12"]

@@ -4,6 +4,7 @@
 // DIR/manifest.json (README "Runtime protocol"); it prints the same ids and the same JSON keys.
 //
 //   node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat|--no-chat] [--threads N] [--warmup N]
+//   node runtime/node/generate.mjs DIR --messages conversation.json [...]
 
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -21,10 +22,10 @@ class GlassError extends Error {}
 
 // -- arguments -----------------------------------------------------------------------------------------------
 const USAGE =
-  'usage: node runtime/node/generate.mjs DIR "prompt" [--max-new-tokens N] [--json] [--chat | --no-chat] [--threads N] [--warmup N]';
+  'usage: node runtime/node/generate.mjs DIR ["prompt" | --messages FILE] [--max-new-tokens N] [--json] [--chat | --no-chat] [--threads N] [--warmup N]';
 
 function parseArgs(argv) {
-  const args = { maxNewTokens: 128, json: false, chat: null, threads: null, warmup: null };
+  const args = { maxNewTokens: 128, json: false, chat: null, threads: null, warmup: null, messages: null };
   const positional = [];
   const intValue = (flag, value) => {
     if (value === undefined) throw new GlassError(`argument ${flag}: expected one argument`);
@@ -42,6 +43,9 @@ function parseArgs(argv) {
       process.exit(0);
     } else if (arg === "--max-new-tokens") {
       args.maxNewTokens = intValue(arg, next());
+    } else if (arg === "--messages") {
+      args.messages = next();
+      if (args.messages === undefined) throw new GlassError(`argument ${arg}: expected one argument`);
     } else if (arg === "--warmup") {
       args.warmup = intValue(arg, next());
       if (args.warmup < 0) throw new GlassError(`--warmup must be 0 or more generated tokens (got ${args.warmup})`);
@@ -62,9 +66,11 @@ function parseArgs(argv) {
       positional.push(argv[i]);
     }
   }
-  if (positional.length < 2) throw new GlassError("the following arguments are required: DIR, prompt");
+  if (positional.length < 1) throw new GlassError("the following arguments are required: DIR");
   if (positional.length > 2) throw new GlassError(`unrecognized arguments: ${positional.slice(2).join(" ")}`);
-  [args.directory, args.prompt] = positional;
+  [args.directory, args.prompt = null] = positional;
+  if ((args.prompt === null) === (args.messages === null))
+    throw new GlassError("give either a PROMPT or --messages FILE (a conversation), not both or neither");
   return args;
 }
 
@@ -270,13 +276,24 @@ class TextCodec {
   }
 
   async encode(text, chat) {
-    if (chat) {
-      if (this.chatTemplate === null) throw new GlassError("this model has no chat template; run without --chat");
-      const rendered = await this.renderChat([{ role: "user", content: text }]);
-      // the template already wrote the special tokens the model expects
-      return this.tokenizer.encode(rendered, { add_special_tokens: false }).ids;
-    }
+    if (chat) return this.encodeMessages([{ role: "user", content: text }]);
     return this.tokenizer.encode(text, { add_special_tokens: true }).ids;
+  }
+
+  // as runtime/text.py encode_messages and check_conversation: a conversation, opened for the assistant's turn
+  async encodeMessages(messages) {
+    if (this.chatTemplate === null) throw new GlassError("this model has no chat template; run without --chat");
+    if (!Array.isArray(messages) || !messages.length)
+      throw new GlassError('a conversation is a non-empty list of messages; pass [{"role": "user", "content": "..."}]');
+    messages.forEach((m, i) => {
+      if (!(m && typeof m === "object" && typeof m.role === "string" && typeof m.content === "string"))
+        throw new GlassError(`message ${i + 1} of the conversation is not {"role": str, "content": str}; give each turn a role and a text content`);
+    });
+    if (messages[messages.length - 1].role === "assistant")
+      throw new GlassError("the conversation ends with the assistant's turn; end it with the user's turn, which the model then answers");
+    const rendered = await this.renderChat(messages);
+    // the template already wrote the special tokens the model expects
+    return this.tokenizer.encode(rendered, { add_special_tokens: false }).ids;
   }
 
   // as runtime/text.py template_prefix_length: the chat template's shared opening (system block, user header)
@@ -380,9 +397,7 @@ async function main(argv) {
   const args = parseArgs(argv);
   const decoder = await Decoder.open(args.directory, args.threads);
   const codec = await TextCodec.open(decoder.directory, decoder.manifest.tokenizer);
-  if (PY_WHITESPACE.test(args.prompt)) throw new GlassError("the prompt is empty; pass some text to continue");
-  const chat = args.chat ?? (Boolean(decoder.manifest.tokenizer.instruct) && codec.chatTemplate !== null);
-  const promptIds = await codec.encode(args.prompt, chat);
+  const promptIds = args.messages === null ? await promptText(args, decoder, codec) : await conversation(args, codec);
   const onText = args.json ? null : (s) => process.stdout.write(s);
   const warmup = args.warmup ?? Number(decoder.glass?.warmup_tokens ?? 0);
   const result = await generate(decoder, codec, promptIds, args.maxNewTokens, onText, warmup);
@@ -410,6 +425,24 @@ async function main(argv) {
     `${result.tokens.length} new tokens at ${result.decodeTokensPerS.toFixed(1)} tok/s`;
   if (glass) figures += `, ${glass.method} keeps ${keepSummary(glass)}`;
   process.stdout.write(`\n${figures}]\n`);
+}
+
+async function promptText(args, decoder, codec) {
+  if (PY_WHITESPACE.test(args.prompt)) throw new GlassError("the prompt is empty; pass some text to continue");
+  const chat = args.chat ?? (Boolean(decoder.manifest.tokenizer.instruct) && codec.chatTemplate !== null);
+  return codec.encode(args.prompt, chat);
+}
+
+// as glass_onnx/cli.py _prompt_or_conversation
+async function conversation(args, codec) {
+  if (args.chat === false) throw new GlassError("a conversation goes through the chat template; drop --no-chat");
+  let data;
+  try {
+    data = JSON.parse(fs.readFileSync(args.messages, "utf8"));
+  } catch (e) {
+    throw new GlassError(`could not read the conversation in '${args.messages}' (${e.message.split("\n")[0]}); pass a JSON file`);
+  }
+  return codec.encodeMessages(data && !Array.isArray(data) && typeof data === "object" ? data.messages : data);
 }
 
 // as runtime/manifest.py keep_summary
