@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 from pathlib import Path
 
 from glass_onnx.runtime.errors import GlassError
+
+OPENINGS_KEPT = 1024
 
 
 class TextCodec:
@@ -18,6 +21,8 @@ class TextCodec:
         self.info = info
         template = info.get("chat_template")
         self.chat_template = (directory / template).read_text() if template else None
+        # the openings of the latest conversations encoded with a system turn of their own, by their ids
+        self._system_openings: dict[tuple[int, ...], int] = {}
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -35,7 +40,14 @@ class TextCodec:
             raise GlassError("this model has no chat template; run without --chat")
         check_conversation(messages)
         # the template already wrote the special tokens the model expects
-        return self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
+        ids = self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
+        system = list(itertools.takewhile(lambda m: m["role"] == "system", messages))
+        if system:
+            opening = self._opening(ids, self._empty_turn_after(system))
+            self._system_openings[tuple(ids)] = opening
+            while len(self._system_openings) > OPENINGS_KEPT:
+                self._system_openings.pop(next(iter(self._system_openings)))
+        return ids
 
     def template_prefix_length(self, ids: list[int]) -> int:
         """How many leading ``ids`` are the chat template's own opening (system block, user header), shared by every
@@ -43,15 +55,25 @@ class TextCodec:
         GLASS's prompt statistic leaves them out (Generator.generate)."""
         if self.chat_template is None:
             return 0
+        if tuple(ids) in self._system_openings:
+            return self._system_openings[tuple(ids)]
         if not hasattr(self, "_empty_turn"):
             self._empty_turn = self.encode("", chat=True)
+        return self._opening(ids, self._empty_turn)
+
+    def _empty_turn_after(self, system: list[dict]) -> list[int]:
+        text = self.render_chat([*system, {"role": "user", "content": ""}])
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    @staticmethod
+    def _opening(ids: list[int], empty_turn: list[int]) -> int:
         n = 0
-        for a, b in zip(ids, self._empty_turn):
+        for a, b in zip(ids, empty_turn):
             if a != b:
                 break
             n += 1
         # a whole empty turn is no prefix of a prompt, and an opening needs a rest to count
-        return n if n < len(self._empty_turn) and n < len(ids) else 0
+        return n if n < len(empty_turn) and n < len(ids) else 0
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

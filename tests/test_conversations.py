@@ -34,6 +34,34 @@ def test_a_conversation_renders_as_transformers_does(codec, tiny_dir, tiny_compi
     assert len(generator.generate(ids, max_new_tokens=4, ignore_eos=True).tokens) == 4
 
 
+def test_a_system_turn_of_its_own_joins_the_template_opening(codec):
+    """The statistic leaves out the system block and the user header (the default system prompt's, or the
+    conversation's own), not the turns after them."""
+    ids = codec.encode_messages(CONVERSATION)
+    opening = codec.template_prefix_length(ids)
+    assert codec.tokenizer.decode(ids[:opening], skip_special_tokens=False) == (
+        "<|im_start|>system\nYou answer briefly.<|im_end|>\n<|im_start|>user\n")
+    plain = codec.encode_messages(CONVERSATION[1:])  # no system turn: the template's default opening
+    assert codec.template_prefix_length(plain) == codec.template_prefix_length(codec.encode("Name a river.", True))
+
+
+def test_eval_batches_conversations_by_their_opening(tiny_dir, tmp_path):
+    from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
+
+    systems = ["Be brief.", "You are a patient teacher of geography.", "Be brief."]
+    lines = [json.dumps([{"role": "system", "content": s}, {"role": "user", "content": f"Name a river, {i}."}])
+             for i, s in enumerate(systems)] + [json.dumps("Name a mountain.")]
+    (tmp_path / "chat.jsonl").write_text("\n".join(lines))
+    run_eval(str(tiny_dir), tmp_path / "eval", EvalOptions(methods=("a-glass",), sparsities=(0.5,), gen_len=4,
+                                                          prior_samples=2, prompts_file=str(tmp_path / "chat.jsonl")))
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())
+    texts = [p["text"] for p in result["prompts"]]
+    assert sorted(texts) == sorted(json.loads(line) if line.startswith('"') else json.dumps(json.loads(line))
+                                   for line in lines)
+    assert texts.index(json.dumps(json.loads(lines[2]))) == 1  # grouped with the first, which has its opening
+    assert result["results"][0]["prompts"] == 4 and len(result["results"][0]["prompt_kl"]) == 4
+
+
 @pytest.mark.parametrize("conversation, expect", [
     ([], "non-empty list"),
     ([{"role": "user"}], "message 1"),

@@ -342,10 +342,14 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
                               None if options.count_template else codec.template_prefix_length)
         per_config: dict[Config, list] = {c: [] for c in grid}
         by_bucket: dict[tuple, list] = {}
-        # batches within a bucket: a chat batch shares the template's opening (Evaluator.opening)
-        buckets = [[p for p in prompts if p.bucket == b] for b in dict.fromkeys(p.bucket for p in prompts)]
-        batches = [bucket[i : i + evaluator.batch] for bucket in buckets
-                   for i in range(0, len(bucket), evaluator.batch)]
+        # batches of one bucket and one length of the template's opening, which a batch leaves out of the
+        # statistic together (Evaluator.opening); conversations with system turns of their own vary it
+        groups: dict[tuple, list] = {}
+        for p in prompts:
+            groups.setdefault((p.bucket, codec.template_prefix_length(list(p.ids))), []).append(p)
+        prompts = [p for group in groups.values() for p in group]
+        batches = [group[i : i + evaluator.batch] for group in groups.values()
+                   for i in range(0, len(group), evaluator.batch)]
         for batch in progress(batches, desc=f"eval {len(prompts)} prompts x {len(grid)} configs", unit="batch"):
             for config, rows in evaluator.run_batch(batch, grid).items():
                 per_config[config] += rows
@@ -354,7 +358,8 @@ def run_eval(model: str, output: Path, options: EvalOptions, force: bool = False
         samples_md = free_running_samples(evaluator, codec, prompts, grid)
         shutil.rmtree(tmp / "artifacts")
         result = {
-            "model": manifest["model"]["name"], "split": options.split, "gen_len": options.gen_len,
+            "model": manifest["model"]["name"], "split": None if options.prompts_file else options.split,
+            "prompts_file": options.prompts_file, "gen_len": options.gen_len,
             "weights": options.weights,
             "prompts": [{"bucket": p.bucket, "text": p.text, "tokens": len(p.ids), "source": p.source}
                         for p in prompts],

@@ -162,7 +162,7 @@ def plots(result: dict, out: Path) -> list[str]:
             ax.axhline(dense["ppl"], color="black", linestyle=":", label="dense")
         ax.set_yscale("log")
         save(fig, ax, f"{metric}_vs_sparsity.png", "FFN sparsity", name,
-             f"{name} ({result['split']} split, G={result['gen_len']})")
+             f"{name} ({prompt_origin(result)}, G={result['gen_len']})")
     sparsities = sorted({r["sparsity"] for r in results})
     if sparsities:
         s = 0.5 if 0.5 in sparsities else sparsities[len(sparsities) // 2]
@@ -185,12 +185,17 @@ def plots(result: dict, out: Path) -> list[str]:
     return files
 
 
+def prompt_origin(result: dict) -> str:
+    """Where a run's prompts came from: a split of the shipped ones, or the user's file."""
+    return f"{result['split']} split" if result.get("split") else f"from {Path(result['prompts_file']).name}"
+
+
 def write_report(result: dict, out: Path, samples_md: str) -> None:
     buckets = sorted({p["bucket"] for p in result["prompts"]})
     budgets = budget_effect(result["results"])
     baselines = against_baselines(result.get("by_bucket", []))
     lines = [f"# Evaluation of {result['model']}", "",
-             f"{len(result['prompts'])} prompts ({result['split']} split; buckets {', '.join(buckets)}), reference = "
+             f"{len(result['prompts'])} prompts ({prompt_origin(result)}; buckets {', '.join(buckets)}), reference = "
              f"dense greedy continuation of up to {result['gen_len']} tokens, teacher-forced through the compiled "
              f"sessions{INT4_NOTE if result.get('weights') == 'int4' else ''}. {result['seconds']:.0f} s.", "",
              "## GLASS vs GRIFFIN", "", *headline(result["results"]), "",

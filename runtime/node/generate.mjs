@@ -268,6 +268,7 @@ class TextCodec {
     // tokenizer.json alone, as the Python `tokenizers` package reads it: no transformers-side decode clean-up
     c.tokenizer = new Tokenizer(json, { eos_token: info.eos_token ?? undefined, clean_up_tokenization_spaces: false });
     c.chatTemplate = info.chat_template ? fs.readFileSync(path.join(directory, info.chat_template), "utf8") : null;
+    c.systemOpenings = new Map(); // the openings of conversations encoded with a system turn of their own, by ids
     return c;
   }
 
@@ -293,17 +294,22 @@ class TextCodec {
       throw new GlassError("the conversation ends with the assistant's turn; end it with the user's turn, which the model then answers");
     const rendered = await this.renderChat(messages);
     // the template already wrote the special tokens the model expects
-    return this.tokenizer.encode(rendered, { add_special_tokens: false }).ids;
+    const ids = this.tokenizer.encode(rendered, { add_special_tokens: false }).ids;
+    const firstOther = messages.findIndex((m) => m.role !== "system");
+    const system = messages.slice(0, firstOther < 0 ? messages.length : firstOther);
+    if (system.length) {
+      const emptyTurn = await this.renderChat([...system, { role: "user", content: "" }]);
+      this.systemOpenings.set(ids.join(","), opening(ids, this.tokenizer.encode(emptyTurn, { add_special_tokens: false }).ids));
+    }
+    return ids;
   }
 
   // as runtime/text.py template_prefix_length: the chat template's shared opening (system block, user header)
   async templatePrefixLength(ids) {
     if (this.chatTemplate === null) return 0;
+    if (this.systemOpenings.has(ids.join(","))) return this.systemOpenings.get(ids.join(","));
     if (this.emptyTurn === undefined) this.emptyTurn = await this.encode("", true);
-    let n = 0;
-    while (n < ids.length && n < this.emptyTurn.length && ids[n] === this.emptyTurn[n]) n++;
-    // a whole empty turn is no prefix of a prompt, and an opening needs a rest to count
-    return n < this.emptyTurn.length && n < ids.length ? n : 0;
+    return opening(ids, this.emptyTurn);
   }
 
   decode(ids) {
@@ -326,6 +332,14 @@ class TextCodec {
       throw new GlassError(`the saved chat template failed to render (${String(e?.message ?? e).split("\n")[0]}); run without --chat`);
     }
   }
+}
+
+// as runtime/text.py TextCodec._opening: the common prefix of a prompt with an empty user turn's rendering
+function opening(ids, emptyTurn) {
+  let n = 0;
+  while (n < ids.length && n < emptyTurn.length && ids[n] === emptyTurn[n]) n++;
+  // a whole empty turn is no prefix of a prompt, and an opening needs a rest to count
+  return n < emptyTurn.length && n < ids.length ? n : 0;
 }
 
 // -- generation (runtime/generator.py, greedy path) ----------------------------------------------------------
