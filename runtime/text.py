@@ -37,7 +37,7 @@ class TextCodec:
         """A conversation in the Hugging Face chat format (``[{"role": "user", "content": "..."}, ...]``, a system
         turn and earlier turns allowed) through the chat template, opened for the assistant's next turn."""
         if self.chat_template is None:
-            raise GlassError("this model has no chat template; run without --chat")
+            raise GlassError("this model has no chat template; give it plain text, without --chat or a conversation")
         check_conversation(messages)
         # the template already wrote the special tokens the model expects
         ids = self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False).ids
@@ -51,7 +51,8 @@ class TextCodec:
 
     def template_prefix_length(self, ids: list[int]) -> int:
         """How many leading ``ids`` are the chat template's own opening (system block, user header), shared by every
-        chat prompt: the common prefix with the template's rendering of an empty user turn; 0 without a template.
+        chat prompt: the common prefix with the template's rendering of an empty user turn (after the conversation's
+        own system turns, for the latest conversations ``encode_messages`` encoded with one); 0 without a template.
         GLASS's prompt statistic leaves them out (Generator.generate)."""
         if self.chat_template is None:
             return 0

@@ -283,7 +283,7 @@ class TextCodec {
 
   // as runtime/text.py encode_messages and check_conversation: a conversation, opened for the assistant's turn
   async encodeMessages(messages) {
-    if (this.chatTemplate === null) throw new GlassError("this model has no chat template; run without --chat");
+    if (this.chatTemplate === null) throw new GlassError("this model has no chat template; give it plain text, without --chat or a conversation");
     if (!Array.isArray(messages) || !messages.length)
       throw new GlassError('a conversation is a non-empty list of messages; pass [{"role": "user", "content": "..."}]');
     messages.forEach((m, i) => {
