@@ -116,7 +116,7 @@ def test_the_calibrated_choice_is_the_least_costly_on_the_samples_unless_uniform
         assert budgets == [64, 64, 64] and record["chosen"] == "uniform" and record["protected_layers"] == []
 
 
-def test_calibrated_compile_is_the_default_deterministic_and_cached(tiny_dense, tmp_path):
+def test_calibrated_compile_is_the_default_deterministic_and_cached(tiny_dense, tmp_path, glass_cache):
     from conftest import compile_tiny
 
     options = dict(method="a-glass", sparsity=1 / 3, budget="calibrated", prior_tokens=136)  # k = 64 of 96
@@ -128,8 +128,10 @@ def test_calibrated_compile_is_the_default_deterministic_and_cached(tiny_dense, 
     assert sum(first["k_per_layer"]) == 3 * 64 and all(k % 32 == 0 for k in first["k_per_layer"])
     dense = load_manifest(compile_tiny(tiny_dense, tmp_path / "d", **{**options, "sparsity": 0.0, "budget": None}))
     assert dense["glass"]["budget"] == {"kind": "uniform"}  # nothing to share out at sparsity 0
+    outliers = set(glass_cache.rglob("*-outliers-*"))
     with pytest.raises(GlassError, match="too short or too few to calibrate budgets"):
         compile_tiny(tiny_dense, tmp_path / "c", **{**options, "prior_tokens": 32})
+    assert set(glass_cache.rglob("*-outliers-*")) == outliers  # refused before anything is measured on them
 
 
 def test_another_sparsity_reuses_the_samples_outlier_ratios(tiny_dense, tmp_path, monkeypatch):

@@ -112,6 +112,17 @@ def outlier_ratios(model, ids, mask) -> np.ndarray:
     return above / len(range(0, len(ids), 8))
 
 
+def long_samples(ids, mask):
+    """The samples long enough to calibrate on, cut to PROMPT_TOKENS + SCORED_TOKENS; refused if under 2."""
+    full = mask[:, : PROMPT_TOKENS + SCORED_TOKENS].all(1)
+    x = ids[full][:, : PROMPT_TOKENS + SCORED_TOKENS]
+    if len(x) < 2 or ids.shape[1] < PROMPT_TOKENS + SCORED_TOKENS:
+        raise GlassError(f"the model's samples are too short or too few to calibrate budgets (need 2 of "
+                         f"{PROMPT_TOKENS + SCORED_TOKENS} tokens without EOS); raise --prior-tokens or "
+                         "--prior-samples, or compile with --budget uniform")
+    return x
+
+
 def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, outlier: np.ndarray, step: int = STEP):
     """(the layer profile, the candidate allocations, their KL on the held-out samples); ``outlier``: the samples'
     ``outlier_ratios``."""
@@ -120,12 +131,7 @@ def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, outl
     from glass_onnx.progress import progress
 
     size, layers = prior_rank.shape[1], prior_rank.shape[0]
-    full = mask[:, : PROMPT_TOKENS + SCORED_TOKENS].all(1)
-    x = ids[full][:, : PROMPT_TOKENS + SCORED_TOKENS]
-    if len(x) < 2 or ids.shape[1] < PROMPT_TOKENS + SCORED_TOKENS:
-        raise GlassError(f"the model's samples are too short or too few to calibrate budgets (need 2 of "
-                         f"{PROMPT_TOKENS + SCORED_TOKENS} tokens without EOS); raise --prior-tokens or "
-                         "--prior-samples, or compile with --budget uniform")
+    x = long_samples(ids, mask)
     profiled = min(PROFILE_SAMPLES, len(x) // 2)  # the rest, up to VALIDATION_SAMPLES, choose among the candidates
     profile_x, held_out = x[:profiled], x[profiled : profiled + VALIDATION_SAMPLES]
     with torch.no_grad(), SparsifiedModel(model) as probe:
@@ -166,6 +172,7 @@ def calibrated_budgets(manifest: dict, source, options, prior_rank: np.ndarray, 
     model, tokenizer = load_model(source)
     ids, mask = compute_samples(model, tokenizer, settings, bool(manifest["tokenizer"]["instruct"]),
                                 source.cache_key())
+    long_samples(ids, mask)  # refuse samples too short before measuring anything on them
     # the outlier ratios are the samples', whatever the sparsity: cached on their own for the other sparsities
     outliers = path.with_name(f"{source.cache_key()}-outliers-r{RULE}-{settings.key()}.npy")
     if outliers.exists():
