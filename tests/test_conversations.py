@@ -45,6 +45,31 @@ def test_a_system_turn_of_its_own_joins_the_template_opening(codec):
     assert codec.template_prefix_length(plain) == codec.template_prefix_length(codec.encode("Name a river.", True))
 
 
+GEMMA_STYLE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}
+{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}
+{%- for m in turns -%}
+{{ '<|im_start|>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' + (prefix if loop.first else '')
+   + m['content'] + '<|im_end|>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|im_start|>model\n' }}{%- endif -%}"""
+
+
+def test_a_template_that_folds_the_system_turn_into_the_first_user_turn(tiny_dense, tmp_path):
+    """Gemma's templates have no system role: the system text opens the first user turn, and is left out there."""
+    import shutil
+
+    shutil.copy(tiny_dense / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "template.jinja").write_text(GEMMA_STYLE)
+    codec = TextCodec(tmp_path, {"file": "tokenizer.json", "chat_template": "template.jinja"})
+    ids = codec.encode_messages(CONVERSATION)
+    opening = codec.template_prefix_length(ids)
+    text = lambda part: codec.tokenizer.decode(part, skip_special_tokens=False)  # noqa: E731
+    assert text(ids[:opening]) == "<|im_start|>user\nYou answer briefly.\n\n"
+    assert text(ids[opening:]).startswith("Name a river.<|im_end|>")
+
+
 def test_eval_batches_conversations_by_their_opening(tiny_dir, tmp_path):
     from glass_onnx.evaluation.evaluate import EvalOptions, run_eval
 
