@@ -1,6 +1,6 @@
-"""GGUF files of the architectures the catalog does not ship as GGUF (Llama-layout, Qwen2, Qwen3), written as
-llama.cpp's converter lays them out: they load as the very model they were written from (weights, tokenizer, chat
-template), and one goes through export and GLASS compile."""
+"""GGUF files written as llama.cpp's converter lays them out (Llama, with and without Llama 3's RoPE scaling, Qwen2,
+Qwen3): they load as the very model they were written from (weights, tokenizer, chat template, rotary scaling), and
+one goes through export and GLASS compile."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from conftest import compile_tiny
 from test_architectures import greedy_logits
 from test_export import check_against_torch, torch_model
 from tiny_gguf import write_gguf
-from tiny_models import TEXT, save_tiny_model
+from tiny_models import TEXT, save_tiny_model, tiny_config, tiny_tokenizer
 
 from glass_onnx.compiler.sources import load_model, resolve
 
@@ -37,6 +37,27 @@ def test_a_gguf_loads_as_the_model_it_was_written_from(tiny_ggufs, arch):
             == reference_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
+def test_a_llama3_gguf_keeps_its_rope_scaling(tmp_path):
+    """Llama 3.1+ GGUFs carry their RoPE scaling as llama.cpp's rope_freqs tensor, which transformers' reader drops."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("llama")
+    config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.08)
+    reference.save_pretrained(tmp_path / "hf")
+    tiny_tokenizer().save_pretrained(tmp_path / "hf")
+    model, _ = load_model(resolve(str(write_gguf(tmp_path / "hf", tmp_path / "llama3.gguf", "llama"))))
+    ids = torch.arange(3, 203)[None]  # past the 64 positions the scaling was trained for
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_a_qwen3_gguf_exports_and_compiles(tiny_ggufs, tmp_path):

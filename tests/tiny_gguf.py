@@ -29,6 +29,18 @@ def _llama_permute(weight, heads: int):
         weight.shape)
 
 
+def _llama3_rope_factors(rope: dict, head_dim: int):
+    """llama.cpp's form of Llama 3.1's RoPE scaling: one divisor per rotary frequency (convert_hf_to_gguf.py)."""
+    import numpy as np
+
+    freqs = 1.0 / rope["rope_theta"] ** (np.arange(0, head_dim, 2) / head_dim)
+    wavelen, old = 2 * np.pi / freqs, rope["original_max_position_embeddings"]
+    low, high, factor = rope["low_freq_factor"], rope["high_freq_factor"], rope["factor"]
+    smooth = (old / wavelen - low) / (high - low)
+    return np.where(wavelen < old / high, 1.0, np.where(wavelen > old / low, factor,
+                                                       1 / ((1 - smooth) / factor + smooth))).astype(np.float32)
+
+
 def write_gguf(hf_dir: Path, path: Path, arch: str) -> Path:
     """The tiny HF model in `hf_dir` as an F32 GGUF of llama.cpp architecture `arch` (llama, qwen2, qwen3)."""
     import gguf
@@ -51,7 +63,10 @@ def write_gguf(hf_dir: Path, path: Path, arch: str) -> Path:
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(config.get("rope_theta") or config["rope_parameters"]["rope_theta"]))
+    rope = config.get("rope_parameters") or {"rope_theta": config["rope_theta"]}
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
+    if rope.get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", _llama3_rope_factors(rope, head_dim))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
 
     vocab = {i: t for t, i in tokenizer["model"]["vocab"].items()}

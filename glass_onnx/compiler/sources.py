@@ -152,6 +152,8 @@ def load_model(source: ModelSource):
                              "Hugging Face directory instead") from None
         raise GlassError(f"could not load the weights of '{source.path}' ({_first_line(e)}); the file is truncated "
                          "or damaged: download or assemble it again") from None
+    if source.kind == "gguf":
+        _apply_gguf_rope_freqs(source.path, model)
     if model.config.get_text_config().model_type != config.get_text_config().model_type:
         raise GlassError(f"'{source.spec}' loaded as {type(model).__name__}, expected a text decoder")
     model.eval()
@@ -168,6 +170,27 @@ def _restore_gguf_head_dim(path: str, config) -> None:
     field = fields.get(f"{arch}.attention.key_length")
     if field is not None and getattr(config, "head_dim", None) != field.contents():
         config.head_dim = int(field.contents())
+
+
+def _apply_gguf_rope_freqs(path: str, model) -> None:
+    """llama.cpp writes Llama 3.1+'s RoPE scaling as one divisor per rotary frequency (the rope_freqs tensor), which
+    transformers' GGUF reader drops: without it every position would rotate as in the unscaled model."""
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+
+    tensor = next((t for t in GGUFReader(path).tensors if t.name == "rope_freqs.weight"), None)
+    if tensor is None:
+        return
+    divisors = torch.from_numpy(np.array(tensor.data, np.float32).reshape(-1))
+    rotaries = [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
+    if not rotaries or any(m.inv_freq.shape != divisors.shape for m in rotaries):
+        raise GlassError(f"'{path}' scales RoPE by {len(divisors)} frequencies, which this model's rotary embedding "
+                         "does not have; pass the model's Hugging Face directory instead")
+    for rotary in rotaries:
+        for name in ("inv_freq", "original_inv_freq"):
+            if isinstance(getattr(rotary, name, None), torch.Tensor):
+                getattr(rotary, name).div_(divisors)
 
 
 def _first_line(error: Exception) -> str:
