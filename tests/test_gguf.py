@@ -54,10 +54,14 @@ def test_a_llama3_gguf_keeps_its_rope_scaling(tmp_path):
                 p.normal_(0, 0.08)
     reference.save_pretrained(tmp_path / "hf")
     tiny_tokenizer().save_pretrained(tmp_path / "hf")
-    model, _ = load_model(resolve(str(write_gguf(tmp_path / "hf", tmp_path / "llama3.gguf", "llama"))))
+    gguf = write_gguf(tmp_path / "hf", tmp_path / "llama3.gguf", "llama")
+    model, _ = load_model(resolve(str(gguf)))
     ids = torch.arange(3, 203)[None]  # past the 64 positions the scaling was trained for
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-5, atol=1e-5)
+    from glass_onnx.compiler.export import export_dense
+
+    check_against_torch(export_dense(str(gguf), tmp_path / "dense"), reference, steps=3, prompt=100)
 
 
 def test_a_qwen3_gguf_exports_and_compiles(tiny_ggufs, tmp_path):
