@@ -92,16 +92,9 @@ def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
 
     lines = [(n, line.strip()) for n, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1)
              if line.strip()]
-    if Path(path).suffix != ".jsonl":
-        bucket = "file-chat" if chat else "file"
-        return [Prompt(bucket, line, tuple(codec.encode(line, chat=chat)), str(path)) for _, line in lines]
     prompts = []
     for n, line in lines:
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GlassError(f"line {n} of {path} is not JSON ({e.msg}); write one JSON string or conversation "
-                             "per line") from None
+        item = _json_line(line, n, path) if Path(path).suffix == ".jsonl" else line
         if isinstance(item, str):
             prompts.append(Prompt("file-chat" if chat else "file", item, tuple(codec.encode(item, chat=chat)),
                                   str(path)))
@@ -116,3 +109,13 @@ def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
             raise GlassError(f"line {n} of {path}: {e}") from None
         prompts.append(Prompt("file-chat", json.dumps(messages, ensure_ascii=False), tuple(ids), str(path)))
     return prompts
+
+
+def _json_line(line: str, n: int, path: str):
+    import json
+
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise GlassError(f"line {n} of {path} is not JSON ({e.msg}); write one JSON string or conversation "
+                         "per line") from None
