@@ -85,6 +85,8 @@ def cmd_generate(args) -> None:
 
 
 def _prompt_or_conversation(args):
+    from glass_onnx.runtime.text import conversation_messages
+
     if (args.prompt is None) == (args.messages is None):
         raise GlassError("give either a PROMPT or --messages FILE (a conversation), not both or neither")
     if args.messages is None:
@@ -95,7 +97,7 @@ def _prompt_or_conversation(args):
         conversation = json.loads(Path(args.messages).read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise GlassError(f"could not read the conversation in '{args.messages}' ({e}); pass a JSON file") from None
-    return conversation.get("messages") if isinstance(conversation, dict) else conversation
+    return conversation_messages(conversation)
 
 
 def cmd_eval(args) -> None:

@@ -56,10 +56,11 @@ class TextCodec:
         GLASS's prompt statistic leaves them out (Generator.generate)."""
         if self.chat_template is None:
             return 0
-        if tuple(ids) in self._system_openings:
-            return self._system_openings[tuple(ids)]
+        opening = self._system_openings.get(tuple(ids))
+        if opening is not None:
+            return opening
         if not hasattr(self, "_empty_turn"):
-            self._empty_turn = self.encode("", chat=True)
+            self._empty_turn = self._empty_turn_after([])
         return self._opening(ids, self._empty_turn)
 
     def _empty_turn_after(self, system: list[dict]) -> list[int]:
@@ -99,6 +100,11 @@ class TextCodec:
             )
         except jinja2.TemplateError as e:
             raise GlassError(f"the saved chat template failed to render ({e}); run without --chat") from None
+
+
+def conversation_messages(data):
+    """The messages of a conversation as users write it down: the bare list, or {"messages": [...]}."""
+    return data.get("messages") if isinstance(data, dict) else data
 
 
 def check_conversation(messages) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib import resources
 
 from glass_onnx.runtime.errors import GlassError
+from glass_onnx.runtime.text import conversation_messages
 
 BUCKETS = (8, 16, 32, 64)
 PROSE = ("botchan.txt", "alice_in_wonderland.txt", "britannica1911_shakespeare.txt")
@@ -99,7 +100,7 @@ def file_prompts(codec, path: str, chat: bool) -> list[Prompt]:
             prompts.append(Prompt("file-chat" if chat else "file", item, tuple(codec.encode(item, chat=chat)),
                                   str(path)))
             continue
-        messages = item.get("messages") if isinstance(item, dict) else item
+        messages = conversation_messages(item)
         if not chat:
             raise GlassError(f"line {n} of {path} is a conversation, which needs the chat template: use an "
                              "instruct model and leave out --no-chat")
