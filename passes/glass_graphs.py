@@ -18,6 +18,7 @@ from glass_onnx.runtime.protocol import (
     COMPACT_FULL_DOWN,
     COMPACT_FULL_GATE_UP,
     COMPACT_GATE_UP,
+    COMPACT_HIDDEN_PANEL_WIDTH,
     COMPACT_KEPT,
     COMPACT_PANEL_WIDTH,
     FFN_Z,
@@ -59,20 +60,22 @@ def build_select_model(prior_rank: np.ndarray, lam: float, k, fusion: str, block
 
 def build_compact_model(hidden: int, size: int, hidden_panel: int) -> ir.Model:
     """One layer's compaction, run once per layer and prompt: inputs ffn_full.gate_up [2I, H] and ffn_full.down
-    [I, H] (the full weights, read from the weights file), kept_neurons [batch, k] and the panel width; outputs
-    the compact ffn.gate_up [batch, 2k / width, H, width] and ffn.down [batch, H / h, k, h] that the decoder binds
-    for decode (h = ``hidden_panel``)."""
+    [I, H] (the full weights, read from the weights file), kept_neurons [batch, k], the panel width w and the hidden
+    panel width h (an input with ``hidden_panel`` as its default); outputs the compact ffn.gate_up
+    [batch, 2k / w, H, w] and ffn.down [batch, H / h, k, h] that the decoder binds for decode."""
     F, I64 = ir.DataType.FLOAT, ir.DataType.INT64
     width = tensor_value(COMPACT_PANEL_WIDTH, I64, [1])
     full = [tensor_value(COMPACT_FULL_GATE_UP, F, [2 * size, hidden]),
             tensor_value(COMPACT_FULL_DOWN, F, [size, hidden])]
     kept = tensor_value(COMPACT_KEPT, I64, ["batch", "kept"])
+    # a default, so runtimes that bind no h get the compiled one
+    panel = tensor_value(COMPACT_HIDDEN_PANEL_WIDTH, I64, [1])
+    panel.const_value = ir.tensor(np.array([hidden_panel], np.int64), name=COMPACT_HIDDEN_PANEL_WIDTH)
     outs = [tensor_value(COMPACT_GATE_UP, F, ["batch", "gate_up_panels", hidden, "panel_width"]),
-            tensor_value(COMPACT_DOWN, F, ["batch", hidden // hidden_panel, "kept", hidden_panel])]
-    graph = ir.Graph([*full, kept, width], outs, nodes=[], opset_imports={"": 23, glass_ops.DOMAIN: 1},
-                     name="glass_compact")
+            tensor_value(COMPACT_DOWN, F, ["batch", "hidden_panels", "kept", "hidden_panel_width"])]
+    graph = ir.Graph([*full, kept, width, panel], outs, nodes=[], initializers=[panel],
+                     opset_imports={"": 23, glass_ops.DOMAIN: 1}, name="glass_compact")
     tape = ir.tape.Tape(graph)
-    panel = tape.initializer(ir.tensor(np.array([hidden_panel], np.int64), name="glass.hidden_panel_width"))
     tape.op_multi_out("GatherKeptPanels", [*full, kept, width, panel], domain=glass_ops.DOMAIN, outputs=outs,
                       name="glass/GatherKeptPanels")
     graph.extend(tape.nodes)

@@ -81,6 +81,7 @@ class DecodePlan:
     inputs: dict[str, ort.OrtValue]
     keep_alive: list = dataclasses.field(default_factory=list)
     successor: concurrent.futures.Future | None = None
+    variant: str = ""  # which of its layout's forms the inputs take (fast_decoder.py: the panel width)
 
 
 @dataclasses.dataclass
@@ -152,6 +153,12 @@ class Decoder:
         self.vocab = logits.shape[-1] if logits is not None and isinstance(logits.shape[-1], int) else \
             self.model["vocab_size"]
         self.output_width = self.model["hidden_size"] if self.head_session else self.vocab
+
+    @property
+    def steps_to_settle(self) -> int:
+        """One-token decode steps this decoder still spends finding its fastest form on this host (a layout may time
+        its candidates on the first steps, fast_decoder.py); timings taken before then include that search."""
+        return 0
 
     def _open_sessions(self, threads: int | None) -> None:
         sessions = self.manifest["sessions"]
@@ -298,14 +305,20 @@ class Decoder:
         if input_ids.shape[1] == 0:
             raise GlassError("the prompt is empty; give at least one token")
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        step = chunk or input_ids.shape[1]
+        logits = self._prefill_chunks(state, input_ids, mask, overrides, uncounted, chunk or input_ids.shape[1])
+        state.warmup_left, state.overrides = (warmup, overrides) if self.glass else (0, None)
+        return logits
+
+    def _prefill_chunks(self, state: SequenceState, input_ids: np.ndarray, mask: np.ndarray, overrides: dict | None,
+                        uncounted: int, step: int) -> np.ndarray:
+        """prefill_prompt's chunks. prefill.onnx counts every token its attention mask admits, so the uncounted
+        tokens get chunks of their own, after which the statistic restarts."""
         for begin, end in ((0, uncounted), (uncounted, input_ids.shape[1])):
             for start in range(begin, end, step):
                 stop = min(start + step, end)
                 logits = self.prefill(state, input_ids[:, start:stop], mask[:, start:stop], overrides)
             if end == uncounted and uncounted:
                 self._restart_statistic(state)
-        state.warmup_left, state.overrides = (warmup, overrides) if self.glass else (0, None)
         return logits
 
     def _warmup(self, state: SequenceState, input_ids: np.ndarray, last: bool) -> np.ndarray:

@@ -6,7 +6,8 @@ neuron statistics and the kept neurons. They differ in how decode reads only the
 
 - ``panels`` (fp32): the same decoder session has a second, compact FFN path on weight inputs. Before the first
   decode step ``compact.onnx`` gathers the kept neurons' weights, layer by layer, from the weights file into panels
-  (passes/ffn_inputs.py says why), and every decode step binds those.
+  (passes/ffn_inputs.py says why), and every decode step binds those. Which panel widths they take is timed on
+  the first decode steps on each host (panel_trial.py).
 - ``compact_session`` (int4): MatMulNBits is fast only on weights it prepacked, which ONNX Runtime does for constant
   initializers when it creates a session. So after the prompt the runtime slices the kept blocks of each layer's
   4-bit FFN weights from the weights file and creates a decode session (``decode_compact.onnx``) with those slices as
@@ -26,12 +27,14 @@ import concurrent.futures
 import math
 import mmap
 import os
+import time
 
 import numpy as np
 
 from glass_onnx.runtime.decoder import DecodePlan, Decoder, SequenceState, create_session
 from glass_onnx.runtime.errors import GlassError
-from glass_onnx.runtime.protocol import layer_names, panel_width
+from glass_onnx.runtime.panel_trial import PanelWidthTrial
+from glass_onnx.runtime.protocol import layer_names
 
 
 class PromptSessions(Decoder):
@@ -94,6 +97,21 @@ class PromptSessions(Decoder):
         self._select(state, z, mask, overrides)
         return logits
 
+    def _prefill_chunks(self, state: SequenceState, input_ids: np.ndarray, mask: np.ndarray, overrides: dict | None,
+                        uncounted: int, step: int) -> np.ndarray:
+        """Chunks from the first token on: select's token mask, not a chunk boundary, leaves the uncounted tokens out
+        of the statistic (the same sums), so a chat prompt takes one decoder and one select call, not two of each
+        (SmolLM2's chat prompts: prefill and selection 14-30% faster, BENCHMARKS.md)."""
+        if uncounted:
+            self._restart_statistic(state)  # as after the reference's opening chunks: nothing before counts
+        counted = mask.copy()
+        counted[:, :uncounted] = 0
+        for start in range(0, input_ids.shape[1], step):
+            chunk = slice(start, start + step)
+            logits, z = self._prompt_step(state, input_ids[:, chunk], mask[:, chunk])
+            self._select(state, z, counted[:, chunk], overrides)
+        return logits
+
     def _prompt_step(self, state: SequenceState, input_ids: np.ndarray, mask: np.ndarray) -> tuple:
         """The decoder on prompt tokens, every FFN on its constant weights: (logits, each layer's FFN activations)."""
         return self._step(self.decoder_session, state, input_ids, mask, self.prefill_ffn, self.ffn_z)
@@ -146,6 +164,10 @@ class FastDecoder(PromptSessions):
         empty = [self._value(np.zeros([1, 0, hidden, 1], np.float32)),
                  self._value(np.zeros([1, hidden // h, 0, h], np.float32))]
         self.prefill_ffn = self._by_name(self.ffn_inputs, [empty] * n)
+        self.panels = PanelWidthTrial()
+        # artifacts compiled before h became an input keep their compiled h
+        self.hidden_width_input = next((i.name for i in self.compact_session.get_overridable_initializers()
+                                        if i.name == c.get("hidden_panel_width")), None)
 
     @staticmethod
     def _by_name(names_by_part: list[list[str]], values_by_layer: list[list]) -> dict:
@@ -160,22 +182,48 @@ class FastDecoder(PromptSessions):
         if len({k.shape()[-1] for k in state.kept}) > 1 and len(set(self.glass["k_per_layer"])) == 1:
             raise GlassError("this artifact's fast layout was compiled for one k in every layer; open it with "
                              "layout='reference' to override k per layer, or compile with those --budget counts")
-        widths = {}  # the panel width of each layer's k (k may differ by layer)
+        widths = {}  # the panel width of each size: each layer's k (k may differ by layer), the hidden size
         compact = []
         for full, kept in zip(self._full, state.kept):
-            k = kept.shape()[-1]
-            width = widths.setdefault(k, self._value(np.array([panel_width(k)], np.int64)))
             binding = self.compact_session.io_binding()
             for name, tensor in zip((c["full_gate_up"], c["full_down"]), full):
                 binding.bind_ortvalue_input(name, self._value(self._view(tensor)))
             binding.bind_ortvalue_input(c["kept"], kept)
-            binding.bind_ortvalue_input(c["panel_width"], width)
+            for name, size in ((c["panel_width"], kept.shape()[-1]),
+                               (self.hidden_width_input, self.model["hidden_size"])):
+                if name:
+                    if size not in widths:
+                        widths[size] = self._value(np.array([self.panels.width(size)], np.int64))
+                    binding.bind_ortvalue_input(name, widths[size])
             binding.bind_output(c["gate_up"], self.device)
             binding.bind_output(c["down"], self.device)
             self.compact_session.run_with_iobinding(binding)
             compact.append(binding.get_outputs())
             self._release(full)
-        return DecodePlan(self.decoder_session, self._by_name(self.ffn_inputs, compact))
+        return DecodePlan(self.decoder_session, self._by_name(self.ffn_inputs, compact), variant=self.panels.current)
+
+    def decode(self, state: SequenceState, input_ids: np.ndarray) -> np.ndarray:
+        """As the reference layout's; while the panel width trial runs (panel_trial.py), one-token steps are timed
+        and the compact weights gathered again when it moves to another width."""
+        trial = self.panels
+        if trial.choice or state.warmup_left or input_ids.shape[1] != 1:
+            return super().decode(state, input_ids)
+        self.prepare_decode(state)
+        if state.plan.variant != trial.current:  # gathered before the trial moved on
+            self._gather_again(state)
+        start = time.perf_counter()
+        logits = super().decode(state, input_ids)
+        if trial.record(time.perf_counter() - start):
+            self._gather_again(state)
+        return logits
+
+    @property
+    def steps_to_settle(self) -> int:
+        return self.panels.steps_left
+
+    def _gather_again(self, state: SequenceState) -> None:
+        state.plan = state.binding = None  # the old compact weights go before the new ones come
+        self.prepare_decode(state)
 
 
 class CompactSessionDecoder(PromptSessions):

@@ -49,6 +49,7 @@ TOKEN_MASK = "token_mask"  # select input [batch, sequence]: the attention mask'
 COMPACT_FULL_GATE_UP, COMPACT_FULL_DOWN = "ffn_full.gate_up", "ffn_full.down"  # [2I, H], [I, H]
 COMPACT_KEPT = "kept_neurons"  # [batch, k]
 COMPACT_PANEL_WIDTH = "glass.panel_width"  # int64 [1]: w, see panel_width
+COMPACT_HIDDEN_PANEL_WIDTH = "glass.hidden_panel_width"  # int64 [1]: h (default: the manifest's hidden_panel_width)
 COMPACT_GATE_UP, COMPACT_DOWN = "ffn.gate_up", "ffn.down"
 FULL_GATE_UP_T = "glass.ffn_full.{layer}.gate_up"  # where a layer's [2I, H] gate + up lie in the weights file
 WIDEST_PANEL = 32
@@ -73,8 +74,9 @@ def layer_names(template: str, num_layers: int) -> list[str]:
 
 
 def panel_width(size: int, widest: int = WIDEST_PANEL) -> int:
-    """The widest power of two up to ``widest`` that divides ``size``: the fast layout's panel width for k kept
-    neurons (gate/up) and for the hidden size (down); panels of 32 stream best (BENCHMARKS.md)."""
+    """The widest power of two up to ``widest`` that divides ``size``: the fast layout's narrow panel width for k
+    kept neurons (gate/up) and for the hidden size (down); the runtime times it against one panel per projection on
+    each host (panel_trial.py)."""
     width = widest
     while size % width:
         width //= 2
@@ -122,5 +124,6 @@ def fast_io_section() -> dict:
     return {
         "ffn_gate_up": FFN_GATE_UP, "ffn_down": FFN_DOWN, "ffn_z": FFN_Z, "token_mask": TOKEN_MASK,
         "compact": {"full_gate_up": COMPACT_FULL_GATE_UP, "full_down": COMPACT_FULL_DOWN, "kept": COMPACT_KEPT,
-                    "panel_width": COMPACT_PANEL_WIDTH, "gate_up": COMPACT_GATE_UP, "down": COMPACT_DOWN},
+                    "panel_width": COMPACT_PANEL_WIDTH, "hidden_panel_width": COMPACT_HIDDEN_PANEL_WIDTH,
+                    "gate_up": COMPACT_GATE_UP, "down": COMPACT_DOWN},
     }

@@ -44,3 +44,26 @@ def test_the_statistic_restarts_after_the_template_opening(tiny_compiled):
     decoder.prefill(state, ids)
     assert generator.generate(prompt, 6, ignore_eos=True, count_template=True).tokens == greedy(
         decoder, state, whole_logits, 6)
+
+
+def test_the_fast_layout_leaves_the_opening_out_in_one_pass(tiny_compiled, monkeypatch):
+    """The fast layouts mask the opening out of select's statistic instead of giving it chunks of its own: the same
+    statistic and kept neurons as the reference layout's restart, in one decoder call for an unchunked prompt."""
+    artifact = tiny_compiled(method="a-glass", sparsity=0.5)
+    generator = Generator(artifact, layout="reference")
+    ids = np.array([generator.encode("Why is the sky blue?", chat=True)])
+    opening = generator.codec.template_prefix_length(ids[0].tolist())
+    reference, fast = open_decoder(artifact, layout="reference"), open_decoder(artifact, layout="fast")
+    want = reference.new_state()
+    want_logits = reference.prefill_prompt(want, ids, uncounted=opening, chunk=5)
+    calls = []
+    monkeypatch.setattr(fast, "_select", lambda *args, real=fast._select: calls.append(1) or real(*args))
+    for chunk, n_calls in ((None, 1), (5, -(-ids.shape[1] // 5))):
+        calls.clear()
+        state = fast.new_state()
+        logits = fast.prefill_prompt(state, ids, uncounted=opening, chunk=chunk)
+        assert len(calls) == n_calls
+        np.testing.assert_allclose(np.stack([v.numpy() for v in state.neuron_stats]),
+                                   np.stack([v.numpy() for v in want.neuron_stats]), rtol=1e-4, atol=1e-6)
+        assert all(np.array_equal(a, b) for a, b in zip(fast.kept_neurons(state), reference.kept_neurons(want)))
+        assert np.abs(logits[:, -1] - want_logits[:, -1]).max() < 1e-4

@@ -159,9 +159,9 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
         codec = next(g for g in generators.values() if hasattr(g, "codec")).codec
         prompt = bench_prompt(codec, prompt_len)
         samples = {name: {"ttft_ms": [], "decode_tok_s": []} for name in generators}
-        for g in generators.values():  # warm-up
+        for g in generators.values():  # warm-up: sparse decode too, past the panel width trial (runtime/panel_trial.py)
             (g.generate(prompt, 8) if isinstance(g, GenaiRunner)
-             else g.generate(prompt, max_new_tokens=g.warmup + 8, ignore_eos=True))  # sparse decode too
+             else g.generate(prompt, max_new_tokens=g.warmup + 8 + g.decoder.steps_to_settle, ignore_eos=True))
         for round_ in progress(range(repeats), desc=f"bench, {threads} thread(s)", unit="round"):
             # A B C, then C B A: a machine drifting during a round favours no variant
             for name, g in (list(generators.items()) if round_ % 2 == 0 else list(generators.items())[::-1]):
@@ -205,6 +205,8 @@ def run_bench(variants: dict[str, tuple[Path, str]], options: BenchOptions) -> d
                    "decode_tok_s_all": [round(x, 2) for x in s["decode_tok_s"]],
                    "ttft_ms_all": [round(x, 2) for x in s["ttft_ms"]],
                    "prefill_ms_by_length": prefill.get(name)}
+            if hasattr(g, "decoder") and hasattr(g.decoder, "panels"):
+                row["panels"] = g.decoder.panels.choice
             if o.measure_rss and name in variants and provider == "cpu":
                 row["peak_rss_mb"] = round(peak_rss_mb(*variants[name], threads, prompt_len, new_tokens), 1)
             report["runs"].append(row)
