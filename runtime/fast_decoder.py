@@ -93,9 +93,7 @@ class PromptSessions(Decoder):
     def prefill(self, state: SequenceState, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 overrides: dict | None = None) -> np.ndarray:
         mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
-        logits, z = self._prompt_step(state, input_ids, mask)
-        self._select(state, z, mask, overrides)
-        return logits
+        return self._prefill_chunks(state, input_ids, mask, overrides, 0, input_ids.shape[1])
 
     def _prefill_chunks(self, state: SequenceState, input_ids: np.ndarray, mask: np.ndarray, overrides: dict | None,
                         uncounted: int, step: int) -> np.ndarray:

@@ -34,24 +34,24 @@ def main() -> None:
     sparse = Generator(args.artifact, threads=args.threads)
     dense = Generator(dense_artifact(args.model)[0], threads=args.threads)
     decoder = sparse.decoder
-    variants = {
-        "dense": lambda ids, opening: dense.decoder.prefill_prompt(dense.decoder.new_state(), ids),
-        "one pass (shipped)": lambda ids, opening: decoder.prefill_prompt(decoder.new_state(), ids, uncounted=opening),
-        "opening's own chunk": lambda ids, opening: Decoder._prefill_chunks(
-            decoder, decoder.new_state(), ids, np.ones_like(ids), None, opening, ids.shape[1]),
-    }
+
+    def one_pass(ids, opening):
+        state = decoder.new_state()
+        decoder.prefill_prompt(state, ids, uncounted=opening)
+        return state
+
+    def own_chunk(ids, opening):
+        state = decoder.new_state()
+        Decoder._prefill_chunks(decoder, state, ids, np.ones_like(ids), None, opening, ids.shape[1])
+        return state
+
+    variants = {"dense": lambda ids, opening: dense.decoder.prefill_prompt(dense.decoder.new_state(), ids),
+                "one pass (shipped)": one_pass, "opening's own chunk": own_chunk}
     for text in PROMPTS:
         ids = np.array([sparse.encode(text, chat=True)])
         opening = sparse.codec.template_prefix_length(ids[0].tolist())
-        kept = {}
-        for name in ("one pass (shipped)", "opening's own chunk"):
-            state = decoder.new_state()
-            if name.startswith("one"):
-                decoder.prefill_prompt(state, ids, uncounted=opening)
-            else:
-                Decoder._prefill_chunks(decoder, state, ids, np.ones_like(ids), None, opening, ids.shape[1])
-            kept[name] = [k.numpy() for k in state.kept]
-        same = all(np.array_equal(a, b) for a, b in zip(*kept.values()))
+        same = all(np.array_equal(a.numpy(), b.numpy())
+                   for a, b in zip(one_pass(ids, opening).kept, own_chunk(ids, opening).kept))
         times = {name: [] for name in variants}
         for r in range(args.rounds):
             for name, run in (list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]):
