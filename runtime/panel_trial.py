@@ -2,8 +2,9 @@
 
 ONNX Runtime does not prepack weights bound as session inputs, and which layout of them its one-token matmul
 streams fastest depends on the host (BENCHMARKS.md, "Panel width"): narrow panels (gate/up: 32 neurons, down: 32
-hidden units) ran the FFN stack 1.3x faster than one panel per projection on an AMD EPYC with 32 MiB of L3, and one
-panel per projection decoded SmolLM2 at 25% sparsity 1.2x faster than narrow panels on an Intel Xeon with 480 MiB.
+hidden units) ran the FFN stack 1.3x faster than plain [H, N] weights, which one panel per projection is, on an AMD
+EPYC with 32 MiB of L3; one panel per projection decoded SmolLM2 at 25% sparsity 1.2x faster than narrow panels on
+an Intel Xeon with 480 MiB.
 Every width gives the same logits, so the trial moves time, never tokens.
 """
 

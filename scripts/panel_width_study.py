@@ -38,9 +38,9 @@ def matmul_times(hidden: int, ks: list[int], layers: int, rounds: int, threads: 
             if kind == "constant":
                 inits.append(numpy_helper.from_array(weights, name))
             else:
-                feeds[name] = {"plain": weights, "transposed": np.ascontiguousarray(weights.T),
-                               "panels": np.ascontiguousarray(weights.reshape(hidden, n // max(w, 1), max(w, 1))
-                                                              .transpose(1, 0, 2))}[kind]
+                if kind == "panels":
+                    weights = weights.reshape(hidden, n // w, w).transpose(1, 0, 2)
+                feeds[name] = np.ascontiguousarray(weights.T if kind == "transposed" else weights)
                 inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, feeds[name].shape))
             if kind == "transposed":
                 nodes.append(helper.make_node("Gemm", ["x", name], [f"y{layer}"], transB=1))
