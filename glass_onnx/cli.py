@@ -340,14 +340,24 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
             os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def _glass_error(error: BaseException | None) -> GlassError | None:
+    """The GlassError that ``error`` is or was raised from, if any."""
+    while error is not None and not isinstance(error, GlassError):
+        error = error.__cause__
+    return error
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     try:
         args.func(args)
-    except GlassError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # onnx_ir's PassManager wraps what a pass raises in PassError
+        error = _glass_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

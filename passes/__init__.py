@@ -1,15 +1,15 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
-Exports the passes (``NameDynamicDimsPass``, ``GroupQueryAttentionPass``, ``PaddingBiasPass``,
-``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``, ``AccumulateNeuronStatsPass``,
-``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``, ``GenaiKeptHandoffPass``,
-``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``, ``FFNActivationsPass``, ``CompactInt4FFNPass``,
-``DetachLMHeadPass``, ``LMHeadOnlyPass``), the FFN finder (``find_gated_ffns``, ``GatedFFN``), the pipelines that
-compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``, ``fast_decoder_pipeline``,
-``int4_pipeline``, ``int4_fast_decoder_pipeline``, ``compact_decoder_pipeline``, ``lm_head_pipeline``), the
-builders of the fast layout's small graphs (``build_select_model``, ``build_compact_model``), the ai.glass op
-definitions (``glass_ops``) and the GLASS math they implement (``glass_math``, numpy). Attributes load on first
-use, so ``glass_math`` alone needs only numpy.
+Exports the passes (``NameDynamicDimsPass``, ``SplitFusedGateUpPass``, ``GroupQueryAttentionPass``,
+``PaddingBiasPass``, ``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``,
+``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``,
+``GenaiKeptHandoffPass``, ``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``, ``FFNActivationsPass``,
+``CompactInt4FFNPass``, ``DetachLMHeadPass``, ``LMHeadOnlyPass``), the FFN finder (``find_gated_ffns``,
+``GatedFFN``), the pipelines that compose them (``dense_pipeline``, ``prefill_pipeline``, ``decode_pipeline``,
+``fast_decoder_pipeline``, ``int4_pipeline``, ``int4_fast_decoder_pipeline``, ``compact_decoder_pipeline``,
+``lm_head_pipeline``), the builders of the fast layout's small graphs (``build_select_model``,
+``build_compact_model``), the ai.glass op definitions (``glass_ops``) and the GLASS math they implement
+(``glass_math``, numpy). Attributes load on first use, so ``glass_math`` alone needs only numpy.
 """
 
 from glass_onnx.runtime.lazy_exports import lazy_exports
@@ -17,6 +17,7 @@ from glass_onnx.runtime.lazy_exports import lazy_exports
 _EXPORTS = {
     "NameDynamicDimsPass": "dynamic_dims", "GroupQueryAttentionPass": "group_query_attention",
     "PaddingBiasPass": "padding_bias", "PackedAttentionPass": "packed_attention", "SkipRMSNormPass": "skip_rms_norm",
+    "SplitFusedGateUpPass": "split_gate_up",
     "OmitUnusedOutputsPass": "optional_outputs", "AccumulateNeuronStatsPass": "neuron_stats",
     "SelectNeuronsPass": "neuron_selection", "IndexedFFNPass": "indexed_ffn", "CompactFFNInputsPass": "ffn_inputs",
     "GenaiKeptHandoffPass": "genai_handoff", "find_gated_ffns": "ffn_pattern", "GatedFFN": "ffn_pattern",

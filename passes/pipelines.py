@@ -22,13 +22,15 @@ from glass_onnx.passes.padding_bias import PaddingBiasPass
 from glass_onnx.passes.permute_neurons import PermuteFFNNeuronsPass
 from glass_onnx.passes.quantize_weights import QuantizeWeightsPass
 from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
+from glass_onnx.passes.split_gate_up import SplitFusedGateUpPass
 
 
 def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.PassManager:
-    """Exported decoder -> the dense artifact's graph: named dims, and (``ort``) one GroupQueryAttention per layer
-    reading one packed QKV projection, rotating it itself and masking only padding (checked up to ``max_positions``
-    positions), and the residual adds fused into their norms (ONNX Runtime contrib ops)."""
-    passes = [NameDynamicDimsPass()]
+    """Exported decoder -> the dense artifact's graph: named dims, a fused gate/up projection (Phi-3) taken apart,
+    and (``ort``) one GroupQueryAttention per layer reading one packed QKV projection, rotating it itself and masking
+    only padding (checked up to ``max_positions`` positions), and the residual adds fused into their norms (ONNX
+    Runtime contrib ops)."""
+    passes = [NameDynamicDimsPass(), SplitFusedGateUpPass()]
     if attention == "ort":
         passes += [GroupQueryAttentionPass()]
         if max_positions:

@@ -1,7 +1,8 @@
 """GLASS compile on the other architectures' tiny random models: Qwen2 (biased attention projections, untied head),
-Qwen3 (per-head q/k norms), Mistral and Gemma-3 (gelu-tanh GLU, sliding-window layers, scaled embeddings). At
-sparsity 0 both layouts reproduce the dense export; at 50% both keep glass_math's selection on the prefill's own
-statistic and decode alike."""
+Qwen3 (per-head q/k norms), Mistral, Gemma-3 (gelu-tanh GLU, sliding-window layers, scaled embeddings), Gemma-2
+(soft caps), Phi-3 (fused gate_up projection) and StableLM (LayerNorm, partial rotary). At sparsity 0 both layouts
+reproduce the dense export; at 50% both keep glass_math's selection on the prefill's own statistic and decode
+alike."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ PROMPT = np.array([[5, 17, 42, 99, 7, 250, 311, 12, 64, 128, 3, 77]])
 LAYOUTS = ("reference", "fast")
 
 
-@pytest.fixture(scope="module", params=["qwen2", "qwen3", "mistral", "gemma3_text"])
+@pytest.fixture(scope="module", params=["qwen2", "qwen3", "mistral", "gemma3_text", "gemma2", "phi3", "stablelm"])
 def arch_dense(request, tmp_path_factory):
     from tiny_models import save_tiny_model
 

@@ -41,6 +41,20 @@ def test_unsupported_architecture(capsys, tmp_path):
     assert "LlamaForCausalLM" in line and "Gemma3ForCausalLM" in line
 
 
+def test_an_error_raised_inside_a_pass_stays_one_line(capsys, tiny_dense, tmp_path, monkeypatch):
+    """onnx_ir's PassManager wraps what a pass raises in PassError; the CLI still prints the pass's own line."""
+    from glass_onnx.passes.neuron_stats import AccumulateNeuronStatsPass
+    from glass_onnx.runtime import GlassError
+
+    def refuse(self, model):
+        raise GlassError("no gated FFN in this graph; GLASS supports SwiGLU and GeGLU decoders")
+
+    monkeypatch.setattr(AccumulateNeuronStatsPass, "call", refuse)
+    fails(capsys, "compile", tiny_dense, "--method", "griffin", "--sparsity", "0.5", "-o", tmp_path / "o",
+          expect="no gated FFN in this graph")
+    assert not (tmp_path / "o").exists() and no_partial(tmp_path)
+
+
 def test_hub_id_not_cached(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     fails(capsys, "export", "nobody/no-such-model", "-o", tmp_path / "o", expect="not in the local Hugging Face cache")

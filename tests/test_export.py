@@ -96,6 +96,30 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
     assert _op_counts(out)["SkipSimplifiedLayerNormalization"] == 2 * layers
 
 
+@pytest.mark.parametrize("model_type", ["phi3", "gemma2", "stablelm"])
+def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type, tmp_path):
+    """Phi-3 (fused qkv and gate_up projections, a sliding window), Gemma-2 (soft-capped attention scores and logits,
+    exported through transformers' eager attention) and StableLM (LayerNorm with biases, a quarter of each head
+    rotated): the export matches torch; every FFN comes out as two projections."""
+    import onnx_ir as ir
+    from tiny_models import save_tiny_model
+
+    from glass_onnx.compiler.export import export_dense
+    from glass_onnx.passes import find_gated_ffns
+
+    src = save_tiny_model(tmp_path / model_type, model_type)
+    out = export_dense(str(src), tmp_path / "onnx")
+    check_against_torch(out, torch_model(src))
+    layers = torch_model(src).config.num_hidden_layers
+    counts = _op_counts(out)
+    assert counts["Split"] == 0
+    assert len(find_gated_ffns(ir.load(out / "model.onnx").graph, layers)) == layers
+    if model_type == "gemma2":  # the soft cap: tanh on every layer's scores and on the logits
+        assert counts["Tanh"] == layers + 1 and counts["GroupQueryAttention"] == 0
+    else:
+        assert counts["GroupQueryAttention"] == layers
+
+
 def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):
     """The default graph runs one GroupQueryAttention per layer; attention="onnx" keeps the standard ops."""
     from glass_onnx.compiler.export import export_dense

@@ -5,7 +5,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from glass_onnx.passes import GroupQueryAttentionPass, OmitUnusedOutputsPass, SkipRMSNormPass
+from glass_onnx.passes import GroupQueryAttentionPass, OmitUnusedOutputsPass, SkipRMSNormPass, SplitFusedGateUpPass
 from glass_onnx.passes.group_query_attention import ATTENTION, MS
 from glass_onnx.passes.subgraph_eval import Subgraph
 
@@ -60,6 +60,36 @@ def test_skip_rms_norm_fuses_a_residual_add_but_not_a_broadcast_one():
     assert sorted(ops(fused)) == ["Add", "Identity", "Identity", "RMSNormalization", "SkipSimplifiedLayerNormalization"]
     for want, got in zip(run(build(), feeds), run(fused, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_split_gate_up_takes_a_fused_projection_apart_but_not_a_three_way_or_shared_one():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 12)).astype(np.float32)
+
+    def build(parts=2, shared=False):
+        x = value("x", [1, 3, 8])
+        weight = ir.Value(name="gate_up", shape=ir.Shape([8, 12]), type=ir.TensorType(F),
+                          const_value=ir.tensor(w, name="gate_up"))
+        fused = typed(ir.node("MatMul", [x, weight]), [1, 3, 12])
+        split = ir.node("Split", [fused.outputs[0]], attributes={"axis": -1, "num_outputs": parts}, num_outputs=parts)
+        for out in split.outputs:
+            out.type, out.shape = ir.TensorType(F), ir.Shape([1, 3, 12 // parts])
+        nodes = [fused, split]
+        if shared:  # the same weight read by a second projection
+            nodes.append(typed(ir.node("MatMul", [x, weight]), [1, 3, 12]))
+        outputs = [o for n in nodes[1:] for o in n.outputs]
+        for i, out in enumerate(outputs):
+            out.name = f"y{i}"
+        return model(nodes, [x], outputs, [weight])
+
+    feeds = {"x": rng.normal(size=(1, 3, 8)).astype(np.float32)}
+    split = build()
+    assert SplitFusedGateUpPass()(split).modified
+    assert ops(split) == ["MatMul", "MatMul"] and list(split.graph.initializers) == ["gate_up.part0", "gate_up.part1"]
+    for want, got in zip(run(build(), feeds), run(split, feeds)):
+        np.testing.assert_array_equal(got, want)
+    for kept in (build(parts=3), build(shared=True)):
+        assert not SplitFusedGateUpPass()(kept).modified
 
 
 def _attention(softcap: float | None = None):

@@ -1,26 +1,12 @@
-"""Tiny random decoders written as GGUF files the way llama.cpp's converter lays them out (tensor names, Llama's
-q/k row permutation, a gpt2 BPE vocabulary with its merges and chat template), F32 so nothing is lost. They stand
-in for GGUFs of architectures the catalog does not ship (Qwen2, Qwen3, Llama), which transformers reads back."""
+"""Tiny random decoders written as GGUF files the way llama.cpp's converter lays them out (gguf's tensor names,
+Llama's q/k row permutation, Gemma's norms stored as 1 + w, each architecture's own fields, a gpt2 BPE vocabulary
+with its merges and chat template), F32 so nothing is lost. They stand in for GGUFs of architectures the catalog
+does not ship (Llama, Qwen2, Qwen3, Phi-3, Gemma-2, StableLM), which transformers reads back."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-# HF parameter name (after "model.layers.N.") -> llama.cpp tensor name (after "blk.N.")
-LAYER_TENSORS = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-GLOBAL_TENSORS = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                  "lm_head.weight": "output.weight"}
 
 
 def _llama_permute(weight, heads: int):
@@ -42,7 +28,8 @@ def _llama3_rope_factors(rope: dict, head_dim: int):
 
 
 def write_gguf(hf_dir: Path, path: Path, arch: str) -> Path:
-    """The tiny HF model in `hf_dir` as an F32 GGUF of llama.cpp architecture `arch` (llama, qwen2, qwen3)."""
+    """The tiny HF model in `hf_dir` as an F32 GGUF of llama.cpp architecture `arch` (llama, qwen2, qwen3, phi3,
+    gemma2, stablelm)."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
@@ -62,12 +49,24 @@ def write_gguf(hf_dir: Path, path: Path, arch: str) -> Path:
     writer.add_head_count_kv(kv_heads)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    writer.add_rope_dimension_count(head_dim)
     rope = config.get("rope_parameters") or {"rope_theta": config["rope_theta"]}
+    writer.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     if rope.get("rope_type") == "llama3":
         writer.add_tensor("rope_freqs.weight", _llama3_rope_factors(rope, head_dim))
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if rope.get("rope_type") == "longrope":  # Phi-3's per-frequency factors, as llama.cpp writes them
+        writer.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], np.float32))
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    if "layer_norm_eps" in config:
+        writer.add_layer_norm_eps(config["layer_norm_eps"])
+    else:
+        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if config.get("sliding_window"):
+        writer.add_sliding_window(config["sliding_window"])
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
 
     vocab = {i: t for t, i in tokenizer["model"]["vocab"].items()}
     specials = {t["id"]: t["content"] for t in tokenizer["added_tokens"]}
@@ -87,14 +86,15 @@ def write_gguf(hf_dir: Path, path: Path, arch: str) -> Path:
     writer.add_add_bos_token(False)
     writer.add_chat_template((hf_dir / "chat_template.jinja").read_text())
 
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config["num_hidden_layers"])
     for name, weight in load_file(str(hf_dir / "model.safetensors")).items():
-        if name.startswith("model.layers."):
-            layer, rest = name[len("model.layers."):].split(".", 1)
-            target = f"blk.{layer}.{LAYER_TENSORS[rest]}"
-            if arch == "llama" and rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight"):
-                weight = _llama_permute(weight, heads if "q_proj" in rest else kv_heads)
-        else:
-            target = GLOBAL_TENSORS[name]
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None:
+            raise ValueError(f"no {arch} GGUF name for {name}")
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            weight = _llama_permute(weight, heads if "q_proj" in name else kv_heads)
+        if arch == "gemma2" and name.endswith("norm.weight"):
+            weight = weight + 1
         writer.add_tensor(target, np.ascontiguousarray(weight, dtype=np.float32))
 
     writer.write_header_to_file()

@@ -33,7 +33,16 @@ def tiny_tokenizer():
 
 
 def tiny_config(model_type: str = "llama"):
-    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        LlamaConfig,
+        MistralConfig,
+        Phi3Config,
+        Qwen2Config,
+        Qwen3Config,
+        StableLmConfig,
+    )
 
     common = dict(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -49,6 +58,14 @@ def tiny_config(model_type: str = "llama"):
     if model_type == "gemma3_text":
         return Gemma3TextConfig(**{**common, "head_dim": 16}, sliding_window=4,
                                 layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    if model_type == "gemma2":  # soft-capped attention scores and logits, every other layer windowed
+        # caps small enough to bend the tiny model's scores and logits (the real ones are 50 and 30)
+        return Gemma2Config(**{**common, "head_dim": 16}, sliding_window=4, attn_logit_softcapping=1.0,
+                            final_logit_softcapping=2.0)
+    if model_type == "phi3":  # one fused gate_up projection, one fused qkv projection
+        return Phi3Config(**common, sliding_window=4, tie_word_embeddings=False)
+    if model_type == "stablelm":  # LayerNorm with biases, a quarter of each head rotated, biased q/k/v
+        return StableLmConfig(**common, use_qkv_bias=True, tie_word_embeddings=False)
     raise ValueError(model_type)
 
 

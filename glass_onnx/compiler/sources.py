@@ -19,6 +19,9 @@ SUPPORTED = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "gemma3_text": "Gemma3ForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "stablelm": "StableLmForCausalLM",
 }
 
 
@@ -122,7 +125,7 @@ def load_config(source: ModelSource):
                          "or not a GGUF: download or assemble it again") from None
     text = config.get_text_config()
     if source.kind == "gguf":
-        _restore_gguf_head_dim(source.path, text)
+        _restore_gguf_fields(source.path, text)
     if text.model_type not in SUPPORTED:
         raise GlassError(
             f"unsupported architecture '{text.model_type}' ({', '.join(config.architectures or [])}); "
@@ -142,7 +145,7 @@ def load_model(source: ModelSource):
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, config=config, dtype=torch.float32,
-                                                     attn_implementation="sdpa", **kwargs)
+                                                     attn_implementation=_attention(config), **kwargs)
     except Exception as e:  # weights cut short after a readable header
         if source.kind != "gguf":
             raise
@@ -160,16 +163,49 @@ def load_model(source: ModelSource):
     return model, tokenizer
 
 
-def _restore_gguf_head_dim(path: str, config) -> None:
-    """transformers maps a GGUF's head size to head_dim for some architectures only (not Qwen2/Qwen3), leaving the
-    config default, which for Qwen3 (128) misfits any other head size; llama.cpp always writes it as key_length."""
+def _attention(config) -> str:
+    """sdpa (exported as one standard Attention op), or eager where transformers refuses sdpa (Gemma-2's soft cap)."""
+    return "eager" if config.get_text_config().model_type == "gemma2" else "sdpa"
+
+
+def _restore_gguf_fields(path: str, config) -> None:
+    """Put back what llama.cpp writes and transformers' GGUF reader leaves at the config's default, where the default
+    would change the model: the head size (mapped for some architectures only; Qwen3's default of 128 misfits any
+    other), the rotated fraction of each head (StableLM, Phi-4-mini), Phi-3's sliding window and LongRoPE factors,
+    and Gemma-2's soft caps."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(path).fields
+    reader = GGUFReader(path)
+    fields = reader.fields
     arch = fields["general.architecture"].contents()
-    field = fields.get(f"{arch}.attention.key_length")
-    if field is not None and getattr(config, "head_dim", None) != field.contents():
-        config.head_dim = int(field.contents())
+
+    def field(key: str):
+        found = fields.get(f"{arch}.{key}")
+        return found.contents() if found is not None else None
+
+    if field("attention.key_length") is not None and getattr(config, "head_dim", None) != field("attention.key_length"):
+        config.head_dim = int(field("attention.key_length"))
+    rope = getattr(config, "rope_parameters", None)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if isinstance(rope, dict) and field("rope.dimension_count") is not None:
+        fraction = int(field("rope.dimension_count")) / head_dim
+        if fraction != rope.get("partial_rotary_factor", 1.0):
+            rope["partial_rotary_factor"] = fraction
+    if arch == "phi3":
+        if field("attention.sliding_window") and getattr(config, "sliding_window", None) is None:
+            config.sliding_window = int(field("attention.sliding_window"))
+        factors = {t.name: [float(f) for f in t.data.reshape(-1)] for t in reader.tensors
+                   if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")}
+        if factors and isinstance(rope, dict):
+            original = field("rope.scaling.original_context_length") or config.max_position_embeddings
+            rope.update(rope_type="longrope", long_factor=factors["rope_factors_long.weight"],
+                        short_factor=factors["rope_factors_short.weight"],
+                        original_max_position_embeddings=int(original))
+            config.original_max_position_embeddings = int(original)
+    if arch == "gemma2":
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if field(key) is not None:
+                setattr(config, key, float(field(key)))
 
 
 def _apply_gguf_rope_freqs(path: str, model) -> None:

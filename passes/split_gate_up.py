@@ -1,0 +1,87 @@
+"""A fused gate/up projection taken apart, so that every gated FFN has the shape ``find_gated_ffns`` reads.
+
+Phi-3 computes its FFN's gate and up in one Linear (``gate_up_proj``, [H, 2I]) and chunks the result; the exporter
+writes MatMul -> Split. GLASS restricts the gate and up columns of the kept neurons, so each needs a weight of its
+own: the MatMul becomes two, one per half of the columns. Nothing else changes, so every other pass (statistics,
+selection, the compact layouts, int4) sees the FFN as it sees Llama's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from glass_onnx.passes.ffn_pattern import is_constant
+
+
+class SplitFusedGateUpPass(ir.passes.InPlacePass):
+    """Rewrites MatMul(x, W [K, N]) whose only reader is a Split of the last axis into two parts as two MatMuls,
+    x @ W[:, :a] and x @ W[:, a:], one per Split output.
+
+    Guarantees: graph inputs and outputs are unchanged and every value is computed from the same products (each
+    output column's dot product is the one it was). Only a constant 2-D float weight is split; a weight that
+    something else reads too, a Split into more than two parts, or of another axis is left as it is.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        count = 0
+        for matmul in [n for n in graph if n.op_type == "MatMul" and n.domain == ""]:
+            sizes = self._halves(matmul)
+            if sizes is None:
+                continue
+            split = matmul.outputs[0].uses()[0].node
+            weight = matmul.inputs[1].const_value.numpy()
+            name = matmul.name or "gate_up"
+            parts, start = [], 0
+            for i, (size, out) in enumerate(zip(sizes, split.outputs)):
+                label = f"{matmul.inputs[1].name}.part{i}"
+                while label in graph.initializers:
+                    label += "_"
+                array = np.ascontiguousarray(weight[:, start:start + size])
+                start += size
+                w = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(matmul.inputs[1].dtype),
+                             const_value=ir.tensor(array, name=label))
+                graph.register_initializer(w)
+                part = ir.node("MatMul", [matmul.inputs[0], w], name=f"{name}/part{i}")
+                part.outputs[0].dtype, part.outputs[0].shape = out.dtype, out.shape
+                parts.append(part)
+                ir.convenience.replace_all_uses_with(out, part.outputs[0], replace_graph_outputs=True)
+            names = [out.name for out in split.outputs]
+            graph.insert_before(matmul, parts)
+            graph.remove([split, matmul], safe=True)
+            for part, name in zip(parts, names):
+                if part.outputs[0].is_graph_output():  # a graph output keeps its name
+                    part.outputs[0].name = name
+            count += 1
+        if count:
+            for label in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_input()]:
+                graph.initializers.pop(label)
+        return ir.passes.PassResult(model, modified=count > 0)
+
+    @staticmethod
+    def _halves(matmul: ir.Node) -> list[int] | None:
+        """The column counts of the Split that alone reads this MatMul on a constant weight, or None."""
+        w, out = matmul.inputs[1], matmul.outputs[0]
+        if w is None or not is_constant(w) or w.const_value is None or w.shape is None or len(w.shape) != 2:
+            return None
+        if w.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16) or len(w.uses()) != 1:
+            return None
+        uses = out.uses()
+        if out.is_graph_output() or len(uses) != 1 or uses[0].node.op_type != "Split" or uses[0].node.domain != "":
+            return None
+        split = uses[0].node
+        if len(split.outputs) != 2 or out.shape is None or uses[0].idx != 0:
+            return None
+        axis = split.attributes.get_int("axis", 0)
+        if axis not in (-1, len(out.shape) - 1):
+            return None
+        n = int(w.shape[1])
+        if len(split.inputs) > 1 and split.inputs[1] is not None:
+            sizes = split.inputs[1].const_value
+            if sizes is None:
+                return None
+            sizes = [int(s) for s in sizes.numpy().reshape(-1)]
+        else:  # num_outputs: equal parts, the last one smaller when N is odd
+            sizes = [(n + 1) // 2, n - (n + 1) // 2]
+        return sizes if len(sizes) == 2 and sum(sizes) == n and min(sizes) > 0 else None
