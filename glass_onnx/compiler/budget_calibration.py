@@ -20,6 +20,9 @@ from glass_onnx.runtime.errors import GlassError
 log = logging.getLogger(__name__)
 
 PROFILE_SAMPLES, VALIDATION_SAMPLES, PROMPT_TOKENS, SCORED_TOKENS = 8, 16, 64, 64
+# samples per forward pass: a chunk's scored log-probabilities are [CHUNK, SCORED_TOKENS, vocab] float64 (78 MB a
+# sample for Qwen2's 152k vocabulary), and a KL holds about four such tensors at once
+CHUNK = 2
 RULE = 2  # bump when the rule changes: cached choices are then measured again
 
 
@@ -55,15 +58,22 @@ class SparsifiedModel:
     def _scored_logits(self, x):
         return self.model(input_ids=x, logits_to_keep=x.shape[1] - PROMPT_TOKENS).logits.double()
 
+    def _chunks(self, x) -> list[slice]:
+        return [slice(b, b + CHUNK) for b in range(0, len(x), CHUNK)]
+
     def dense(self, x):
-        """(log-probabilities at the scored positions, each layer's local statistic [samples, I] over the prompt)."""
+        """(log-probabilities at the scored positions, one tensor per chunk of samples; each layer's local statistic
+        [samples, I] over the prompt)."""
         import torch
 
         from glass_onnx.passes.glass_math import local_statistic
 
         self.keep = {}
-        logp = torch.log_softmax(self._scored_logits(x), -1)
-        return logp, [local_statistic(z[:, :PROMPT_TOKENS].double().numpy()) for z in self.captured]
+        logp, stats = [], []
+        for rows in self._chunks(x):
+            logp.append(torch.log_softmax(self._scored_logits(x[rows]), -1))
+            stats.append([local_statistic(z[:, :PROMPT_TOKENS].double().numpy()) for z in self.captured])
+        return logp, [np.concatenate(layer) for layer in zip(*stats)]
 
     def kl(self, x, dense, keep: dict) -> float:
         """Mean KL(dense || sparse) per scored token, the layers in ``keep`` ({layer: [samples, I] 0/1}) sparse."""
@@ -75,12 +85,16 @@ class SparsifiedModel:
         """``kl`` as a torch scalar, ``keep`` given as tensors (differentiable in them outside no_grad)."""
         import torch
 
-        self.keep = keep
-        try:
-            sparse = torch.log_softmax(self._scored_logits(x), -1)
-        finally:
-            self.keep = {}
-        return (dense.exp() * (dense - sparse)).sum(-1).clamp_min(0).mean()
+        total, tokens = 0.0, 0
+        for rows, logp in zip(self._chunks(x), dense):
+            self.keep = {layer: mask[rows] for layer, mask in keep.items()}
+            try:
+                sparse = torch.log_softmax(self._scored_logits(x[rows]), -1)
+            finally:
+                self.keep = {}
+            total = total + (logp.exp() * (logp - sparse)).sum(-1).clamp_min(0).sum()
+            tokens += sparse.shape[0] * sparse.shape[1]
+        return total / tokens
 
 
 def kept_masks(stats: list, prior_rank: np.ndarray, lam: float, budgets) -> dict:
@@ -142,6 +156,7 @@ def calibrate(model, ids, mask, prior_rank: np.ndarray, lam: float, k: int, outl
             sensitivity[layer] = probe.kl(profile_x, dense, kept_masks(stats, prior_rank, lam, only_this_layer))
         profile = LayerProfile(outlier, sensitivity)
         candidates = candidate_budgets(profile, k, size, step)
+        del dense  # the profile's log-probabilities, before the held-out samples' take their place
         dense, stats = probe.dense(held_out)
         sample_kl = {name: probe.kl(held_out, dense, kept_masks(stats, prior_rank, lam, budgets))
                      for name, budgets in candidates.items()}

@@ -116,16 +116,19 @@ def neuron_importance(model, ids, mask, kind: str) -> np.ndarray:
     import torch
 
     modules = down_proj_modules(model)
-    captured = [None] * len(modules)
-    hooks = []
-    for i, module in enumerate(modules):
-        def hook(_module, args, i=i):
-            z = args[0]
-            if kind == "impact":
-                z.retain_grad()
-            captured[i] = z
-        hooks.append(module.register_forward_pre_hook(hook))
     total = torch.zeros(len(modules), modules[0].in_features, dtype=torch.float64)
+    captured = [None] * len(modules)  # impact: each layer's Z, until the backward pass has given its gradient
+    weights = None  # the real tokens of the batch in flight, [batch, tokens, 1]
+
+    def hook(_module, args, i):
+        z = args[0]
+        if kind == "impact":
+            z.retain_grad()
+            captured[i] = z
+        else:  # summed at once, so no layer's Z outlives its down projection
+            total[i] += z.abs().mul(weights).sum((0, 1)).double()
+
+    hooks = [m.register_forward_pre_hook(lambda m, args, i=i: hook(m, args, i)) for i, m in enumerate(modules)]
     count = 0.0
     batch = 8
     try:
@@ -141,11 +144,10 @@ def neuron_importance(model, ids, mask, kind: str) -> np.ndarray:
                 (loss * loss_mask.reshape(-1)).sum().div(loss_mask.sum()).backward()
                 for i, z in enumerate(captured):
                     total[i] += (z * z.grad).abs().mul(weights).sum((0, 1)).double().detach()
+                captured = [None] * len(modules)
             else:
-                with torch.no_grad():
-                    model(input_ids=x, attention_mask=m)
-                for i, z in enumerate(captured):
-                    total[i] += z.abs().mul(weights).sum((0, 1)).double()
+                with torch.no_grad():  # the statistic is read in the hooks; no logits needed
+                    model(input_ids=x, attention_mask=m, logits_to_keep=1)
             count += float(m.sum())
     finally:
         for h in hooks:
