@@ -85,9 +85,9 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
 
     Guarantees: graph inputs and outputs are unchanged (``present.*`` keep their names, shapes and meaning);
     logits equal the original graph's up to float rounding, for any batch, padding, prompt chunking and sliding
-    window the mask encodes. An Attention not fed by a Concat(past, new) cache, or with options
-    GroupQueryAttention lacks (softcap other than 0, qk output modes), is left as it is. When a layer is rewritten
-    the model's metadata says so (``glass.attention``) and whether the cache inputs may be fixed-capacity buffers
+    window the mask encodes; a soft cap (Gemma-2) carries over. An Attention not fed by a Concat(past, new) cache,
+    or with an option GroupQueryAttention lacks (qk output modes), is left as it is. When a layer is rewritten the
+    model's metadata says so (``glass.attention``) and whether the cache inputs may be fixed-capacity buffers
     (``glass.kv_buffers``: every cache input is read only by GroupQueryAttention and for its batch size).
     """
 
@@ -165,7 +165,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
     def _match(node: ir.Node) -> CachedAttention | None:
         if len(node.inputs) != 4 or node.inputs[3] is None or len(node.outputs) != 1:
             return None  # no mask (would need is_causal semantics) or already has a cache of its own
-        if node.attributes.get_int("qk_matmul_output_mode", 0) != 0 or node.attributes.get_float("softcap", 0.0) != 0.0:
+        if node.attributes.get_int("qk_matmul_output_mode", 0) != 0:
             return None
         q, k, v = node.inputs[:3]
         keys, values = _cache_concat(k), _cache_concat(v)
@@ -242,7 +242,9 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         gqa = ir.node(
             "GroupQueryAttention",
             [q, k, v, match.keys.past, match.values.past, seqlens, total, None, None, None, bias],
-            attributes={"num_heads": heads, "kv_num_heads": match.kv_heads, "scale": scale},
+            # a soft cap means the same in both ops: applied to the scaled scores, before the mask is added
+            attributes={"num_heads": heads, "kv_num_heads": match.kv_heads, "scale": scale,
+                        **({"softcap": softcap} if (softcap := node.attributes.get_float("softcap", 0.0)) else {})},
             domain=MS, num_outputs=3, name=f"{name}/GroupQueryAttention")
         graph.insert_before(node, gqa)
         out, present_key, present_value = gqa.outputs

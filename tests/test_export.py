@@ -99,8 +99,8 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
 @pytest.mark.parametrize("model_type", ["phi3", "gemma2", "stablelm"])
 def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type, tmp_path):
     """Phi-3 (fused qkv and gate_up projections, a sliding window), Gemma-2 (soft-capped attention scores and logits,
-    exported through transformers' eager attention) and StableLM (LayerNorm with biases, a quarter of each head
-    rotated): the export matches torch; every FFN comes out as two projections."""
+    glass_onnx/compiler/softcapped_attention.py) and StableLM (LayerNorm with biases, a quarter of each head rotated):
+    the export matches torch, in both attention forms; every FFN comes out as two projections."""
     import onnx_ir as ir
     from tiny_models import save_tiny_model
 
@@ -114,10 +114,10 @@ def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type
     counts = _op_counts(out)
     assert counts["Split"] == 0
     assert len(find_gated_ffns(ir.load(out / "model.onnx").graph, layers)) == layers
-    if model_type == "gemma2":  # the soft cap: tanh on every layer's scores and on the logits
-        assert counts["Tanh"] == layers + 1 and counts["GroupQueryAttention"] == 0
-    else:
-        assert counts["GroupQueryAttention"] == layers
+    # Gemma-2's soft-capped scores too: the cap moves into GroupQueryAttention, the logits' cap stays a Tanh
+    assert counts["GroupQueryAttention"] == layers and counts["Attention"] == 0
+    assert counts["Tanh"] == (1 if model_type == "gemma2" else 0)
+    check_against_torch(export_dense(str(src), tmp_path / "standard", attention="onnx"), torch_model(src), steps=3)
 
 
 def test_attention_forms_both_match_torch(tiny_dense, tiny_model, tiny_dir, tmp_path):

@@ -130,7 +130,9 @@ def export_onnx(model, attention: str = "ort"):
     io_present = [t.format(layer=i) for i in range(n) for t in (PRESENT_KEY, PRESENT_VALUE)]
     start = time.perf_counter()
     log.info(f"exporting {arch['architecture']} ({n} layers) to ONNX opset {OPSET} ...")
-    with torch.no_grad(), _quiet_exporter():
+    from glass_onnx.compiler.softcapped_attention import exported_as_attention_op
+
+    with torch.no_grad(), _quiet_exporter(), exported_as_attention_op(model):
         program = torch.onnx.export(
             _decoder_with_cache(model),
             (input_ids, attention_mask, position_ids, past_kv),

@@ -164,7 +164,8 @@ def load_model(source: ModelSource):
 
 
 def _attention(config) -> str:
-    """sdpa (exported as one standard Attention op), or eager where transformers refuses sdpa (Gemma-2's soft cap)."""
+    """sdpa (exported as one standard Attention op), or eager where transformers refuses sdpa (Gemma-2's soft cap;
+    its export switches to compiler/softcapped_attention.py)."""
     return "eager" if config.get_text_config().model_type == "gemma2" else "sdpa"
 
 
