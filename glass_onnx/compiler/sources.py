@@ -187,8 +187,9 @@ def _restore_gguf_fields(path: str, config) -> None:
     if field("attention.key_length") is not None and getattr(config, "head_dim", None) != field("attention.key_length"):
         config.head_dim = int(field("attention.key_length"))
     rope = getattr(config, "rope_parameters", None)
+    rope = rope if isinstance(rope, dict) and "rope_theta" in rope else None  # not Gemma-3's, one per layer type
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    if isinstance(rope, dict) and field("rope.dimension_count") is not None:
+    if rope is not None and field("rope.dimension_count") is not None:
         fraction = int(field("rope.dimension_count")) / head_dim
         if fraction != rope.get("partial_rotary_factor", 1.0):
             rope["partial_rotary_factor"] = fraction
@@ -197,7 +198,7 @@ def _restore_gguf_fields(path: str, config) -> None:
             config.sliding_window = int(field("attention.sliding_window"))
         factors = {t.name: [float(f) for f in t.data.reshape(-1)] for t in reader.tensors
                    if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")}
-        if factors and isinstance(rope, dict):
+        if factors and rope is not None:
             original = field("rope.scaling.original_context_length") or config.max_position_embeddings
             rope.update(rope_type="longrope", long_factor=factors["rope_factors_long.weight"],
                         short_factor=factors["rope_factors_short.weight"],
