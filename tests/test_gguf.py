@@ -10,7 +10,7 @@ from conftest import compile_tiny
 from test_architectures import greedy_logits
 from test_export import check_against_torch, torch_model
 from tiny_gguf import write_gguf
-from tiny_models import TEXT, save_tiny_model, tiny_config, tiny_tokenizer
+from tiny_models import TEXT, random_model, save_tiny_model, tiny_config, tiny_tokenizer
 
 from glass_onnx.compiler.sources import load_model, resolve
 
@@ -44,17 +44,10 @@ def test_a_gguf_loads_as_the_model_it_was_written_from(tiny_ggufs, arch):
 
 def test_a_llama3_gguf_keeps_its_rope_scaling(tmp_path):
     """Llama 3.1+ GGUFs carry their RoPE scaling as llama.cpp's rope_freqs tensor, which transformers' reader drops."""
-    from transformers import AutoModelForCausalLM
-
     config = tiny_config("llama")
     config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
-    torch.manual_seed(0)
-    reference = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        for p in reference.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
+    reference = random_model(config)
     reference.save_pretrained(tmp_path / "hf")
     tiny_tokenizer().save_pretrained(tmp_path / "hf")
     gguf = write_gguf(tmp_path / "hf", tmp_path / "llama3.gguf", "llama")
@@ -67,18 +60,6 @@ def test_a_llama3_gguf_keeps_its_rope_scaling(tmp_path):
     check_against_torch(export_dense(str(gguf), tmp_path / "dense"), reference, steps=3, prompt=100)
 
 
-def _random_model(config):
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    return model
-
-
 def test_a_phi4_mini_like_gguf_keeps_its_longrope_and_partial_rotary(tmp_path):
     """Phi-4-mini's GGUF (llama.cpp arch phi3): LongRoPE factors as tensors, three quarters of each head rotated;
     transformers' reader drops both."""
@@ -88,7 +69,7 @@ def test_a_phi4_mini_like_gguf_keeps_its_longrope_and_partial_rotary(tmp_path):
                               "long_factor": [2.0 + i for i in range(6)],
                               "original_max_position_embeddings": 32}
     config.original_max_position_embeddings = 32
-    reference = _random_model(config)
+    reference = random_model(config)
     reference.save_pretrained(tmp_path / "hf")
     tiny_tokenizer().save_pretrained(tmp_path / "hf")
     gguf = write_gguf(tmp_path / "hf", tmp_path / "phi4-mini.gguf", "phi3")

@@ -69,17 +69,22 @@ def tiny_config(model_type: str = "llama"):
     raise ValueError(model_type)
 
 
-def save_tiny_model(directory: Path, model_type: str = "llama", seed: int = 0) -> Path:
+def random_model(config, seed: int = 0):
+    """A model of ``config`` in eval mode with larger-than-default weights, so activations vary and neuron rankings
+    are not near-ties."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type), dtype=torch.float32)
-    # larger-than-default weights so activations vary and neuron rankings are not near-ties
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.08)
-    model.save_pretrained(directory)
+    return model
+
+
+def save_tiny_model(directory: Path, model_type: str = "llama", seed: int = 0) -> Path:
+    random_model(tiny_config(model_type), seed).save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
     return directory
