@@ -239,13 +239,14 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         k = self._to_bsh(graph, match.keys.new, match.kv_heads, node, f"{name}/k")
         v = self._to_bsh(graph, match.values.new, match.kv_heads, node, f"{name}/v")
         scale = node.attributes.get_float("scale", 1.0 / float(np.sqrt(head_dim)))
+        attributes = {"num_heads": heads, "kv_num_heads": match.kv_heads, "scale": scale}
+        softcap = node.attributes.get_float("softcap", 0.0)
+        if softcap:  # the same meaning in both ops: applied to the scaled scores, before the mask is added
+            attributes["softcap"] = softcap
         gqa = ir.node(
             "GroupQueryAttention",
             [q, k, v, match.keys.past, match.values.past, seqlens, total, None, None, None, bias],
-            # a soft cap means the same in both ops: applied to the scaled scores, before the mask is added
-            attributes={"num_heads": heads, "kv_num_heads": match.kv_heads, "scale": scale,
-                        **({"softcap": softcap} if (softcap := node.attributes.get_float("softcap", 0.0)) else {})},
-            domain=MS, num_outputs=3, name=f"{name}/GroupQueryAttention")
+            attributes=attributes, domain=MS, num_outputs=3, name=f"{name}/GroupQueryAttention")
         graph.insert_before(node, gqa)
         out, present_key, present_value = gqa.outputs
         out.dtype = node.outputs[0].dtype

@@ -27,20 +27,20 @@ class SplitFusedGateUpPass(ir.passes.InPlacePass):
         graph = model.graph
         count = 0
         for matmul in [n for n in graph if n.op_type == "MatMul" and n.domain == ""]:
-            sizes = self._halves(matmul)
+            sizes = self._split_sizes(matmul)
             if sizes is None:
                 continue
-            split = matmul.outputs[0].uses()[0].node
-            weight = matmul.inputs[1].const_value.numpy()
+            split, fused = matmul.outputs[0].uses()[0].node, matmul.inputs[1]
+            weight = fused.const_value.numpy()
             name = matmul.name or "gate_up"
             parts, start = [], 0
             for i, (size, out) in enumerate(zip(sizes, split.outputs)):
-                label = f"{matmul.inputs[1].name}.part{i}"
+                label = f"{fused.name}.part{i}"
                 while label in graph.initializers:
                     label += "_"
                 array = np.ascontiguousarray(weight[:, start:start + size])
                 start += size
-                w = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(matmul.inputs[1].dtype),
+                w = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(fused.dtype),
                              const_value=ir.tensor(array, name=label))
                 graph.register_initializer(w)
                 part = ir.node("MatMul", [matmul.inputs[0], w], name=f"{name}/part{i}")
@@ -50,17 +50,15 @@ class SplitFusedGateUpPass(ir.passes.InPlacePass):
             names = [out.name for out in split.outputs]
             graph.insert_before(matmul, parts)
             graph.remove([split, matmul], safe=True)
-            for part, name in zip(parts, names):
+            graph.initializers.pop(fused.name)  # read by the fused MatMul alone (_split_sizes)
+            for part, output_name in zip(parts, names):
                 if part.outputs[0].is_graph_output():  # a graph output keeps its name
-                    part.outputs[0].name = name
+                    part.outputs[0].name = output_name
             count += 1
-        if count:
-            for label in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_input()]:
-                graph.initializers.pop(label)
         return ir.passes.PassResult(model, modified=count > 0)
 
     @staticmethod
-    def _halves(matmul: ir.Node) -> list[int] | None:
+    def _split_sizes(matmul: ir.Node) -> list[int] | None:
         """The column counts of the Split that alone reads this MatMul on a constant weight, or None."""
         w, out = matmul.inputs[1], matmul.outputs[0]
         if w is None or not is_constant(w) or w.const_value is None or w.shape is None or len(w.shape) != 2:

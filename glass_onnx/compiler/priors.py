@@ -144,7 +144,7 @@ def neuron_importance(model, ids, mask, kind: str) -> np.ndarray:
                 (loss * loss_mask.reshape(-1)).sum().div(loss_mask.sum()).backward()
                 for i, z in enumerate(captured):
                     total[i] += (z * z.grad).abs().mul(weights).sum((0, 1)).double().detach()
-                captured = [None] * len(modules)
+                captured[:] = [None] * len(modules)  # this batch's Z and gradients, freed before the next
             else:
                 with torch.no_grad():  # the statistic is read in the hooks; no logits needed
                     model(input_ids=x, attention_mask=m, logits_to_keep=1)
