@@ -1,7 +1,7 @@
 """Graph passes over the ONNX IR that turn a dense decoder into GLASS prefill and decode graphs (no torch).
 
 Exports the passes (``NameDynamicDimsPass``, ``SplitFusedGateUpPass``, ``GroupQueryAttentionPass``,
-``PaddingBiasPass``, ``PackedAttentionPass``, ``SkipRMSNormPass``, ``OmitUnusedOutputsPass``,
+``PaddingBiasPass``, ``PackedAttentionPass``, ``SkipNormPass``, ``OmitUnusedOutputsPass``,
 ``AccumulateNeuronStatsPass``, ``SelectNeuronsPass``, ``IndexedFFNPass``, ``CompactFFNInputsPass``,
 ``GenaiKeptHandoffPass``, ``PermuteFFNNeuronsPass``, ``QuantizeWeightsPass``, ``FFNActivationsPass``,
 ``CompactInt4FFNPass``, ``DetachLMHeadPass``, ``LMHeadOnlyPass``), the FFN finder (``find_gated_ffns``,
@@ -16,7 +16,7 @@ from glass_onnx.runtime.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "NameDynamicDimsPass": "dynamic_dims", "GroupQueryAttentionPass": "group_query_attention",
-    "PaddingBiasPass": "padding_bias", "PackedAttentionPass": "packed_attention", "SkipRMSNormPass": "skip_rms_norm",
+    "PaddingBiasPass": "padding_bias", "PackedAttentionPass": "packed_attention", "SkipNormPass": "skip_norm",
     "SplitFusedGateUpPass": "split_gate_up",
     "OmitUnusedOutputsPass": "optional_outputs", "AccumulateNeuronStatsPass": "neuron_stats",
     "SelectNeuronsPass": "neuron_selection", "IndexedFFNPass": "indexed_ffn", "CompactFFNInputsPass": "ffn_inputs",

@@ -21,7 +21,7 @@ from glass_onnx.passes.packed_attention import PackedAttentionPass
 from glass_onnx.passes.padding_bias import PaddingBiasPass
 from glass_onnx.passes.permute_neurons import PermuteFFNNeuronsPass
 from glass_onnx.passes.quantize_weights import QuantizeWeightsPass
-from glass_onnx.passes.skip_rms_norm import SkipRMSNormPass
+from glass_onnx.passes.skip_norm import SkipNormPass
 from glass_onnx.passes.split_gate_up import SplitFusedGateUpPass
 
 
@@ -35,7 +35,7 @@ def dense_pipeline(attention: str = "ort", max_positions: int = 0) -> ir.passes.
         passes += [GroupQueryAttentionPass()]
         if max_positions:
             passes += [PaddingBiasPass(max_positions), PackedAttentionPass(max_positions)]
-        passes += [SkipRMSNormPass(), RemoveUnusedNodesPass(), OmitUnusedOutputsPass()]
+        passes += [SkipNormPass(), RemoveUnusedNodesPass(), OmitUnusedOutputsPass()]
     return ir.passes.PassManager(passes)
 
 

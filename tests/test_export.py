@@ -100,7 +100,8 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
 def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type, tmp_path):
     """Phi-3 (fused qkv and gate_up projections, a sliding window), Gemma-2 (soft-capped attention scores and logits,
     glass_onnx/compiler/softcapped_attention.py) and StableLM (LayerNorm with biases, a quarter of each head rotated):
-    the export matches torch, in both attention forms; every FFN comes out as two projections."""
+    the export matches torch, in both attention forms; every FFN comes out as two projections, every residual Add a
+    norm reads is fused into it."""
     import onnx_ir as ir
     from tiny_models import save_tiny_model
 
@@ -117,6 +118,8 @@ def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type
     # Gemma-2's soft-capped scores too: the cap moves into GroupQueryAttention, the logits' cap stays a Tanh
     assert counts["GroupQueryAttention"] == layers and counts["Attention"] == 0
     assert counts["Tanh"] == (1 if model_type == "gemma2" else 0)
+    # every residual Add a norm reads (two per layer), LayerNorm's (StableLM) too
+    assert counts["SkipSimplifiedLayerNormalization"] + counts["SkipLayerNormalization"] == 2 * layers
     check_against_torch(export_dense(str(src), tmp_path / "standard", attention="onnx"), torch_model(src), steps=3)
 
 

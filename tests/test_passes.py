@@ -6,7 +6,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from glass_onnx.passes import GroupQueryAttentionPass, OmitUnusedOutputsPass, SkipRMSNormPass, SplitFusedGateUpPass
+from glass_onnx.passes import GroupQueryAttentionPass, OmitUnusedOutputsPass, SkipNormPass, SplitFusedGateUpPass
 from glass_onnx.passes.group_query_attention import ATTENTION, MS
 from glass_onnx.passes.subgraph_eval import Subgraph
 
@@ -39,26 +39,32 @@ def ops(m: ir.Model) -> list[str]:
     return [n.op_type for n in m.graph]
 
 
-def test_skip_rms_norm_fuses_a_residual_add_but_not_a_broadcast_one():
+@pytest.mark.parametrize("norm, fused_op", [("RMSNormalization", "SkipSimplifiedLayerNormalization"),
+                                             ("LayerNormalization", "SkipLayerNormalization")])
+def test_skip_norm_fuses_a_residual_add_but_not_a_broadcast_one(norm, fused_op):
     def build():
         a, b, bias = value("a", [1, 3, 8]), value("b", [1, 3, 8]), value("bias", [8])
         scale = ir.Value(name="scale", shape=ir.Shape([8]), type=ir.TensorType(F),
                          const_value=ir.tensor(np.linspace(0.5, 1.5, 8, dtype=np.float32), name="scale"))
+        beta = ir.Value(name="beta", shape=ir.Shape([8]), type=ir.TensorType(F),
+                        const_value=ir.tensor(np.linspace(-0.2, 0.3, 8, dtype=np.float32), name="beta"))
+        params = [scale, beta] if norm == "LayerNormalization" else [scale]
         residual, broadcast = typed(ir.node("Add", [a, b]), [1, 3, 8]), typed(ir.node("Add", [a, bias]), [1, 3, 8])
-        norms = [typed(ir.node("RMSNormalization", [x.outputs[0], scale], attributes={"axis": -1, "epsilon": 1e-5}),
-                       [1, 3, 8]) for x in (residual, broadcast)]
+        norms = [typed(ir.node(norm, [x.outputs[0], *params], attributes={"axis": -1, "epsilon": 1e-5}), [1, 3, 8])
+                 for x in (residual, broadcast)]
         readers = [ir.node("Identity", [n.outputs[0]]) for n in norms]  # the next layer
-        outputs = [n.outputs[0] for n in readers]
+        total = ir.node("Identity", [residual.outputs[0]])  # the residual stream read on
+        outputs = [n.outputs[0] for n in (*readers, total)]
         for i, out in enumerate(outputs):
             out.name, out.type, out.shape = f"y{i}", ir.TensorType(F), ir.Shape([1, 3, 8])
-        return model([residual, broadcast, *norms, *readers], [a, b, bias], outputs, [scale])
+        return model([residual, broadcast, *norms, *readers, total], [a, b, bias], outputs, params)
 
     rng = np.random.default_rng(0)
     feeds = {"a": rng.normal(size=(1, 3, 8)).astype(np.float32), "b": rng.normal(size=(1, 3, 8)).astype(np.float32),
              "bias": rng.normal(size=8).astype(np.float32)}
     fused = build()
-    assert SkipRMSNormPass()(fused).modified
-    assert sorted(ops(fused)) == ["Add", "Identity", "Identity", "RMSNormalization", "SkipSimplifiedLayerNormalization"]
+    assert SkipNormPass()(fused).modified
+    assert sorted(ops(fused)) == sorted(["Add", "Identity", "Identity", "Identity", norm, fused_op])
     for want, got in zip(run(build(), feeds), run(fused, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

@@ -12,11 +12,12 @@ from glass_onnx.runtime.manifest import keep_summary, load_manifest
 log = logging.getLogger(__name__)
 
 # Contrib (com.microsoft) ops a compiled graph may contain: every full ONNX Runtime build carries their CPU kernels
-# (and CUDA ones; GroupQueryAttention, SkipSimplifiedLayerNormalization and MatMulNBits also DirectML/WebGPU ones), so
-# every binding (Python, C#, C++, Java, JS/Node) runs them. The export's attention="onnx" form avoids the first two
-# for other runtimes; the 4-bit ones come only with --weights int4 (onnxruntime-genai's int4 builds use the same).
+# (and CUDA ones; GroupQueryAttention, the two skip norms and MatMulNBits also DirectML/WebGPU ones), so every binding
+# (Python, C#, C++, Java, JS/Node) runs them. The export's attention="onnx" form avoids the first three for other
+# runtimes (SkipLayerNormalization only in LayerNorm models: StableLM); the 4-bit ones come only with --weights int4
+# (onnxruntime-genai's int4 builds use the same).
 PORTABLE_CONTRIB_OPS: frozenset[str] = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization",
-                                                  "MatMulNBits", "GatherBlockQuantized"})
+                                                  "SkipLayerNormalization", "MatMulNBits", "GatherBlockQuantized"})
 
 
 def _shape(value_info) -> str:
