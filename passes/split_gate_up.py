@@ -11,15 +11,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from glass_onnx.passes.ffn_pattern import is_constant
-
 
 class SplitFusedGateUpPass(ir.passes.InPlacePass):
     """Rewrites MatMul(x, W [K, N]) whose only reader is a Split of the last axis into two parts as two MatMuls,
     x @ W[:, :a] and x @ W[:, a:], one per Split output.
 
     Guarantees: graph inputs and outputs are unchanged and every value is computed from the same products (each
-    output column's dot product is the one it was). Only a constant 2-D float weight is split; a weight that
+    output column's dot product is the one it was). Only a 2-D float initializer is split; a weight that
     something else reads too, a Split into more than two parts, or of another axis is left as it is.
     """
 
@@ -61,7 +59,8 @@ class SplitFusedGateUpPass(ir.passes.InPlacePass):
     def _split_sizes(matmul: ir.Node) -> list[int] | None:
         """The column counts of the Split that alone reads this MatMul on a constant weight, or None."""
         w, out = matmul.inputs[1], matmul.outputs[0]
-        if w is None or not is_constant(w) or w.const_value is None or w.shape is None or len(w.shape) != 2:
+        # an initializer, which the rewrite replaces by the two halves' (a Constant node's output would not be one)
+        if w is None or not w.is_initializer() or w.const_value is None or w.shape is None or len(w.shape) != 2:
             return None
         if w.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16) or len(w.uses()) != 1:
             return None
