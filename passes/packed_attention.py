@@ -30,11 +30,22 @@ from glass_onnx.runtime.protocol import INPUT_IDS, POSITION_IDS
 
 @dataclasses.dataclass
 class Projection:
-    """x @ weight (+ bias), with constant weight [in, out] and bias [out]."""
+    """x @ weight (+ bias), with constant weight [in, out] and bias [out]; of a fused projection (Phi-3's qkv), the
+    output columns ``columns`` only."""
 
     x: ir.Value
     weight: ir.Value
     bias: ir.Value | None
+    columns: slice = dataclasses.field(default_factory=lambda: slice(None))
+
+    @property
+    def width(self) -> int:
+        return len(range(self.weight.shape[1])[self.columns])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(weight, bias) of these columns."""
+        weight = self.weight.const_value.numpy()[:, self.columns]
+        return weight, None if self.bias is None else self.bias.const_value.numpy()[self.columns]
 
 
 @dataclasses.dataclass
@@ -46,6 +57,7 @@ class RotaryAttention:
     k: Projection
     v: Projection
     head_dim: int
+    rotary_dim: int  # the leading dims of each head that are rotated: head_dim, or fewer (partial rotary)
     interleaved: int
     rotary_inputs: list[ir.Value]  # cos and sin of q's rotary, then of k's
 
@@ -54,8 +66,23 @@ def _only_use(value: ir.Value) -> bool:
     return len(value.uses()) == 1 and not value.is_graph_output()
 
 
+def _ints(value: ir.Value | None) -> list[int] | None:
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
+
+
 def _projection(value: ir.Value) -> Projection | None:
-    """The projection ``value`` is: MatMul(x, weight) (+ bias), both constant; or None."""
+    """The projection ``value`` is: MatMul(x, weight) (+ bias), both constant, or a slice of its last axis; or
+    None."""
+    part = producer(value, "Slice")
+    if part is not None:
+        start, end, axes, steps = ([_ints(part.inputs[i]) if len(part.inputs) > i else None for i in range(1, 5)])
+        whole = _projection(part.inputs[0])
+        last = len(whole.x.shape) - 1 if whole is not None and whole.x.shape is not None else -1
+        if whole is None or whole.columns != slice(None) or start is None or end is None or \
+                axes not in ([-1], [last]) or steps not in (None, [1]):
+            return None
+        return dataclasses.replace(whole, columns=slice(start[0], end[0]))
     add, bias = producer(value, "Add"), None
     if add is not None:
         matmul_out, bias = add.inputs
@@ -80,6 +107,57 @@ def _rotary(value: ir.Value) -> ir.Node | None:
             node.inputs[0] is None or node.inputs[0].shape is None or len(node.inputs[0].shape) != 3:
         return None
     return node if _only_use(node.outputs[0]) and _only_use(node.inputs[0]) else None
+
+
+def _unwrap(value: ir.Value | None, ops: tuple[str, str]) -> ir.Value | None:
+    """x for ``value`` = ops[0](ops[1](x, ...), ...), a Reshape and a Transpose swapping axes 1 and 2 (a split of the
+    last axis into heads, or the merge back); or None."""
+    for op_type in ops:
+        node = producer(value, op_type)
+        if node is None or op_type == "Transpose" and list(node.attributes.get_ints("perm", [])) != [0, 2, 1, 3]:
+            return None
+        value = node.inputs[0]
+    return value
+
+
+@dataclasses.dataclass
+class Rotation:
+    """A RotaryEmbedding of a projection's output, over whole heads (``dims`` None) or over the first ``dims`` of
+    each, the rest of the head passed through up to ``end``."""
+
+    node: ir.Node
+    projection: ir.Value
+    dims: int | None = None
+    end: int | None = None
+
+
+def _partial_rotary(value: ir.Value) -> Rotation | None:
+    """The Rotation when ``value``, a [batch, seq, heads * D] GroupQueryAttention input, is a projection split into
+    heads with the first r dims of each head rotated, as the exporter writes partial rotary (StableLM, Phi-4-mini):
+    merge(Concat(Rotary(t[..., :r]), t[..., r:end])), t = split(projection); or None."""
+    concat = producer(_unwrap(value, ("Reshape", "Transpose")), "Concat")
+    if concat is None or len(concat.inputs) != 2 or concat.attributes.get_int("axis", 0) not in (-1, 3):
+        return None
+    rotary, rest = producer(concat.inputs[0], "RotaryEmbedding"), producer(concat.inputs[1], "Slice")
+    if rotary is None or rest is None or len(rotary.inputs) != 3 or \
+            rotary.attributes.get_int("rotary_embedding_dim", 0):
+        return None
+    head = producer(rotary.inputs[0], "Slice")
+    if head is None or head.inputs[0] is not rest.inputs[0]:
+        return None
+    (h_start, h_end, h_axes, h_steps), (r_start, r_end, r_axes, r_steps) = (
+        [_ints(n.inputs[i]) if len(n.inputs) > i else None for i in range(1, 5)] for n in (head, rest))
+    if h_start != [0] or h_end is None or r_start != h_end or r_end is None or h_axes not in ([-1], [3]) or \
+            r_axes != h_axes or h_steps not in (None, [1]) or r_steps not in (None, [1]):
+        return None
+    projection = _unwrap(head.inputs[0], ("Transpose", "Reshape"))
+    return Rotation(rotary, projection, h_end[0], r_end[0]) if projection is not None else None
+
+
+def _rotated(value: ir.Value) -> Rotation | None:
+    """The rotary producing ``value``, over whole heads or part of each; or None."""
+    whole = _rotary(value)
+    return Rotation(whole, whole.inputs[0]) if whole is not None else _partial_rotary(value)
 
 
 class _Signature:
@@ -127,8 +205,10 @@ class PackedAttentionPass(ir.passes.InPlacePass):
     Guarantees: graph outputs are unchanged; logits equal the original's up to float rounding for unpadded rows, and
     for left-padded rows by rotary's shift invariance (module docstring), for sequences up to ``max_positions``;
     ``position_ids`` is removed from the inputs once nothing but Shape reads it (which then reads input_ids' shape).
-    A layer whose projections are not constant MatMuls of one input, whose rotary covers part of a head, or whose
-    cos/sin depend on anything but ``position_ids`` is left as it is.
+    A rotary over the first r dims of each head (partial rotary: StableLM, Phi-4-mini) becomes GroupQueryAttention's
+    own, whose tables of width r / 2 rotate those dims and leave the rest. A layer whose projections are not
+    constant MatMuls of one input, whose rotated width r has r / 2 not a multiple of 8 (ONNX Runtime's requirement),
+    or whose cos/sin depend on anything but ``position_ids`` is left as it is.
     """
 
     def __init__(self, max_positions: int):
@@ -160,9 +240,11 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         fused = 0
         for m in matches:
             cos, sin, k_cos, k_sin = (arrays.get(signature(v)) for v in m.rotary_inputs)
-            if any(t is None or t.shape != (self.max_positions, m.head_dim // 2) for t in (cos, sin)) or \
+            if any(t is None or t.shape != (self.max_positions, m.rotary_dim // 2) for t in (cos, sin)) or \
                     k_cos is None or k_sin is None or not np.array_equal(cos, k_cos) or not np.array_equal(sin, k_sin):
-                continue  # partial rotary, or q and k rotated differently: GroupQueryAttention takes one table pair
+                continue  # q and k rotated differently: GroupQueryAttention takes one table pair
+            if m.rotary_dim // 2 % 8:
+                continue  # ONNX Runtime's GroupQueryAttention wants the tables' width a multiple of 8
             self._rewrite(graph, m, table(m.rotary_inputs[0]), table(m.rotary_inputs[1]))
             fused += 1
         if fused:
@@ -188,49 +270,51 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         q, k, v = node.inputs[:3]
         if q is None or k is None or v is None or any(x is not None for x in node.inputs[7:10]):
             return None
-        rq, rk = _rotary(q), _rotary(k)
-        if rq is None or rk is None or \
-                rq.attributes.get_int("interleaved", 0) != rk.attributes.get_int("interleaved", 0):
+        rq, rk = _rotated(q), _rotated(k)
+        if rq is None or rk is None or rq.dims != rk.dims or \
+                rq.node.attributes.get_int("interleaved", 0) != rk.node.attributes.get_int("interleaved", 0):
             return None
-        projections = [_projection(rq.inputs[0]), _projection(rk.inputs[0]), _projection(v)]
+        projections = [_projection(rq.projection), _projection(rk.projection), _projection(v)]
         if any(p is None for p in projections) or len({id(p.x) for p in projections}) != 1:
             return None
         pq, pk, pv = projections
         if not _only_use(v) or len({p.bias is None for p in projections}) != 1:
             return None  # all three biased or none
         heads, kv_heads = node.attributes.get_int("num_heads"), node.attributes.get_int("kv_num_heads")
-        head_dim = pq.weight.shape[1] // heads
-        if pq.weight.shape[1] != heads * head_dim or pk.weight.shape[1] != kv_heads * head_dim or \
-                pv.weight.shape[1] != pk.weight.shape[1]:
+        head_dim = pq.width // heads
+        if pq.width != heads * head_dim or pk.width != kv_heads * head_dim or pv.width != pk.width:
             return None
-        return RotaryAttention(node, pq, pk, pv, head_dim, rq.attributes.get_int("interleaved", 0),
-                               [rq.inputs[1], rq.inputs[2], rk.inputs[1], rk.inputs[2]])
+        rotary_dim = rq.dims or head_dim
+        if rotary_dim > head_dim or rq.dims is not None and min(rq.end, rk.end) < head_dim:
+            return None  # the part passed through must run to the end of the head
+        return RotaryAttention(node, pq, pk, pv, head_dim, rotary_dim, rq.node.attributes.get_int("interleaved", 0),
+                               [*rq.node.inputs[1:3], *rk.node.inputs[1:3]])
 
     @staticmethod
     def _rewrite(graph: ir.Graph, m: RotaryAttention, cos: ir.Value, sin: ir.Value) -> None:
         gqa, x = m.gqa, m.q.x
-        (wq, bq), (wk, bk), (wv, bv) = ((p.weight, p.bias) for p in (m.q, m.k, m.v))
+        (wq, bq), (wk, bk), (wv, bv) = (p.arrays() for p in (m.q, m.k, m.v))
         name = gqa.name or "attention"
 
-        def packed(parts, suffix):
-            array = np.concatenate([p.const_value.numpy() for p in parts], axis=-1)
-            label = f"{parts[0].name}.{suffix}"
+        def packed(parts, label):
+            array = np.concatenate(parts, axis=-1)
             while label in graph.initializers:  # one weight shared by two layers (identical tensors deduplicated)
                 label += "_"
-            value = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(parts[0].dtype),
+            value = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(m.q.weight.dtype),
                              const_value=ir.tensor(array, name=label))
             graph.register_initializer(value)
             return value
 
-        matmul = ir.node("MatMul", [x, packed([wq, wk, wv], "qkv")], name=f"{name}/qkv")
+        matmul = ir.node("MatMul", [x, packed([wq, wk, wv], f"{m.q.weight.name}.qkv")], name=f"{name}/qkv")
         nodes, qkv = [matmul], matmul.outputs[0]
         if bq is not None:
-            add = ir.node("Add", [qkv, packed([bq, bk, bv], "qkv_bias")], name=f"{name}/qkv_bias")
+            add = ir.node("Add", [qkv, packed([bq, bk, bv], f"{m.q.bias.name}.qkv_bias")], name=f"{name}/qkv_bias")
             nodes.append(add)
             qkv = add.outputs[0]
         width = sum(w.shape[1] for w in (wq, wk, wv))
-        qkv.dtype = wq.dtype
-        qkv.shape = ir.Shape([*x.shape[:-1], width]) if x.shape is not None else None
+        for node in nodes:  # the MatMul's output too: a later pass may write it out as value info
+            node.outputs[0].dtype = m.q.weight.dtype
+            node.outputs[0].shape = ir.Shape([*x.shape[:-1], width]) if x.shape is not None else None
         graph.insert_before(gqa, nodes)
         attributes = {k: a.value for k, a in gqa.attributes.items()}
         attributes.update(do_rotary=1, rotary_interleaved=m.interleaved)

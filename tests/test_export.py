@@ -99,9 +99,9 @@ def test_other_architectures_export_and_match(model_type, tmp_path):
 @pytest.mark.parametrize("model_type", ["phi3", "gemma2", "stablelm"])
 def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type, tmp_path):
     """Phi-3 (fused qkv and gate_up projections, a sliding window), Gemma-2 (soft-capped attention scores and logits,
-    glass_onnx/compiler/softcapped_attention.py) and StableLM (LayerNorm with biases, a quarter of each head rotated):
+    glass_onnx/compiler/softcapped_attention.py) and StableLM (LayerNorm with biases, half of each head rotated):
     the export matches torch, in both attention forms; every FFN comes out as two projections, every residual Add a
-    norm reads is fused into it."""
+    norm reads is fused into it, the rotary (partial too) runs inside GroupQueryAttention."""
     import onnx_ir as ir
     from tiny_models import save_tiny_model
 
@@ -120,6 +120,8 @@ def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type
     assert counts["Tanh"] == (1 if model_type == "gemma2" else 0)
     # every residual Add a norm reads (two per layer), LayerNorm's (StableLM) too
     assert counts["SkipSimplifiedLayerNormalization"] + counts["SkipLayerNormalization"] == 2 * layers
+    # one q/k/v MatMul (Phi-3's fused one too), the rotary inside GroupQueryAttention (StableLM's partial one too)
+    assert counts["RotaryEmbedding"] == 0 and counts["MatMul"] == 5 * layers + 1
     check_against_torch(export_dense(str(src), tmp_path / "standard", attention="onnx"), torch_model(src), steps=3)
 
 

@@ -64,8 +64,10 @@ def tiny_config(model_type: str = "llama"):
                             final_logit_softcapping=2.0)
     if model_type == "phi3":  # one fused gate_up projection, one fused qkv projection
         return Phi3Config(**common, sliding_window=4, tie_word_embeddings=False)
-    if model_type == "stablelm":  # LayerNorm with biases, a quarter of each head rotated, biased q/k/v
-        return StableLmConfig(**common, use_qkv_bias=True, tie_word_embeddings=False)
+    if model_type == "stablelm":  # LayerNorm with biases, biased q/k/v, half of each 32-dim head rotated (16 dims:
+        # ONNX Runtime's GroupQueryAttention rotates r dims when r / 2 is a multiple of 8)
+        return StableLmConfig(**{**common, "hidden_size": 128}, partial_rotary_factor=0.5, use_qkv_bias=True,
+                              tie_word_embeddings=False)
     raise ValueError(model_type)
 
 
