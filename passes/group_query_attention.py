@@ -74,6 +74,11 @@ def _cache_concat(value: ir.Value) -> CacheConcat | None:
     return CacheConcat(concat, past, new) if past is not None and past.is_graph_input() else None
 
 
+def _known(shape: ir.Shape | None) -> bool:
+    """Every dim a number or a named symbol, so that equal shapes are the same shape."""
+    return shape is not None and all(isinstance(d, int) or d.value is not None for d in shape)
+
+
 def _is_head_split(node: ir.Node | None) -> bool:
     """Transpose(perm 0 2 1 3) of a 4-d tensor: [batch, seq, heads, dim] <-> [batch, heads, seq, dim]."""
     return node is not None and node.op_type == "Transpose" and node.domain == "" and \
@@ -270,8 +275,13 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
 
     @staticmethod
     def _merged_heads(value: ir.Value) -> ir.Value | None:
-        """The [batch, seq, heads * dim] value the exporter makes of an attention output, if it does."""
+        """The [batch, seq, heads * dim] value the exporter makes of an attention output, if it does (through a
+        Reshape to the same shape first, as Phi-3's and StableLM's exports have it)."""
         uses = list(value.uses())
+        if len(uses) == 1 and uses[0].node.op_type == "Reshape" and not value.is_graph_output() and \
+                _known(value.shape) and uses[0].node.outputs[0].shape == value.shape:
+            value = uses[0].node.outputs[0]
+            uses = list(value.uses())
         if len(uses) != 1 or not _is_head_split(uses[0].node) or value.is_graph_output():
             return None
         transposed = uses[0].node.outputs[0]

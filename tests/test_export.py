@@ -114,14 +114,17 @@ def test_fused_projections_soft_caps_and_layer_norms_export_and_match(model_type
     layers = torch_model(src).config.num_hidden_layers
     counts = _op_counts(out)
     assert counts["Split"] == 0
-    assert len(find_gated_ffns(ir.load(out / "model.onnx").graph, layers)) == layers
+    graph = ir.load(out / "model.onnx").graph
+    assert len(find_gated_ffns(graph, layers)) == layers
     # Gemma-2's soft-capped scores too: the cap moves into GroupQueryAttention, the logits' cap stays a Tanh
     assert counts["GroupQueryAttention"] == layers and counts["Attention"] == 0
     assert counts["Tanh"] == (1 if model_type == "gemma2" else 0)
     # every residual Add a norm reads (two per layer), LayerNorm's (StableLM) too
     assert counts["SkipSimplifiedLayerNormalization"] + counts["SkipLayerNormalization"] == 2 * layers
-    # one q/k/v MatMul (Phi-3's fused one too), the rotary inside GroupQueryAttention (StableLM's partial one too)
+    # one q/k/v MatMul (Phi-3's fused one too), the rotary inside GroupQueryAttention (StableLM's partial one too),
+    # no head split or merge left around it (a tied head's weight is still transposed)
     assert counts["RotaryEmbedding"] == 0 and counts["MatMul"] == 5 * layers + 1
+    assert not [n for n in graph if n.op_type == "Transpose" and n.inputs[0].const_value is None]
     check_against_torch(export_dense(str(src), tmp_path / "standard", attention="onnx"), torch_model(src), steps=3)
 
 
