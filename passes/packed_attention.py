@@ -67,6 +67,7 @@ def _only_use(value: ir.Value) -> bool:
 
 
 def _ints(value: ir.Value | None) -> list[int] | None:
+    """The integers a constant value holds, flattened; or None."""
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None
     return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
 

@@ -2,7 +2,7 @@
 Qwen3 (per-head q/k norms), Mistral, Gemma-3 (gelu-tanh GLU, sliding-window layers, scaled embeddings), Gemma-2
 (soft caps), Phi-3 (fused gate_up projection) and StableLM (LayerNorm, partial rotary). At sparsity 0 both layouts
 reproduce the dense export; at 50% both keep glass_math's selection on the prefill's own statistic and decode
-alike."""
+alike, with fp32 weights and with int4."""
 
 import numpy as np
 import pytest
@@ -59,13 +59,14 @@ def test_both_layouts_keep_the_reference_selection_and_decode_alike(arch_dense, 
 
 
 def test_int4_compiles_and_both_layouts_agree(arch_dense, tmp_path):
-    """int4 on every architecture (Qwen2's and StableLM's biased q/k/v once failed to compile): the kept blocks are
-    the same in both layouts, which decode alike up to MatMulNBits' int8 activations."""
+    """int4 on every architecture (a packed, biased q/k/v, Qwen2's, once failed to compile): the kept blocks are the
+    same in both layouts, which decode alike up to MatMulNBits' int8 activations."""
     artifact = compile_tiny(arch_dense, tmp_path / "int4", method="a-glass", sparsity=0.5, weights="int4")
     fast, reference = open_decoder(artifact), open_decoder(artifact, layout="reference")
-    states = fast.new_state(), reference.new_state()
-    fast.prefill(states[0], PROMPT), reference.prefill(states[1], PROMPT)
-    assert all(np.array_equal(a, b) for a, b in zip(fast.kept_neurons(states[0]), reference.kept_neurons(states[1])))
+    s_fast, s_ref = fast.new_state(), reference.new_state()
+    fast.prefill(s_fast, PROMPT)
+    reference.prefill(s_ref, PROMPT)
+    assert all(np.array_equal(a, b) for a, b in zip(fast.kept_neurons(s_fast), reference.kept_neurons(s_ref)))
     for token in (3, 99, 250):
-        a, b = fast.decode(states[0], np.array([[token]])), reference.decode(states[1], np.array([[token]]))
+        a, b = fast.decode(s_fast, np.array([[token]])), reference.decode(s_ref, np.array([[token]]))
         assert np.abs(a - b).max() < 0.03 * np.abs(b).max()
