@@ -79,7 +79,7 @@ def _known(shape: ir.Shape | None) -> bool:
     return shape is not None and all(isinstance(d, int) or d.value is not None for d in shape)
 
 
-def _is_head_split(node: ir.Node | None) -> bool:
+def is_head_split(node: ir.Node | None) -> bool:
     """Transpose(perm 0 2 1 3) of a 4-d tensor: [batch, seq, heads, dim] <-> [batch, heads, seq, dim]."""
     return node is not None and node.op_type == "Transpose" and node.domain == "" and \
         list(node.attributes.get_ints("perm", [])) == [0, 2, 1, 3]
@@ -219,7 +219,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         a rotary embedding on Transpose(Reshape(x)) is applied to x itself (RotaryEmbedding reads 3-d input)."""
         rotary = producer(value, "RotaryEmbedding")
         split = rotary.inputs[0].producer() if rotary is not None else value.producer()
-        if _is_head_split(split) and (reshape := producer(split.inputs[0], "Reshape")) is not None and \
+        if is_head_split(split) and (reshape := producer(split.inputs[0], "Reshape")) is not None and \
                 reshape.inputs[0].shape is not None and len(reshape.inputs[0].shape) == 3:
             flat = reshape.inputs[0]
             if rotary is None:
@@ -282,7 +282,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
                 _known(value.shape) and uses[0].node.outputs[0].shape == value.shape:
             value = uses[0].node.outputs[0]
             uses = list(value.uses())
-        if len(uses) != 1 or not _is_head_split(uses[0].node) or value.is_graph_output():
+        if len(uses) != 1 or not is_head_split(uses[0].node) or value.is_graph_output():
             return None
         transposed = uses[0].node.outputs[0]
         after = list(transposed.uses())

@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from glass_onnx.passes.group_query_attention import MS, producer
+from glass_onnx.passes.group_query_attention import MS, is_head_split, producer
 from glass_onnx.passes.subgraph_eval import Subgraph
 from glass_onnx.passes.values import graph_input
 from glass_onnx.runtime.protocol import INPUT_IDS, POSITION_IDS
@@ -72,12 +72,17 @@ def _ints(value: ir.Value | None) -> list[int] | None:
     return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
 
 
+def _slice_args(node: ir.Node) -> list[list[int] | None]:
+    """A Slice's constant starts, ends, axes and steps (None where absent or not constant)."""
+    return [_ints(node.inputs[i]) if len(node.inputs) > i else None for i in range(1, 5)]
+
+
 def _projection(value: ir.Value) -> Projection | None:
     """The projection ``value`` is: MatMul(x, weight) (+ bias), both constant, or a slice of its last axis; or
     None."""
     part = producer(value, "Slice")
     if part is not None:
-        start, end, axes, steps = ([_ints(part.inputs[i]) if len(part.inputs) > i else None for i in range(1, 5)])
+        start, end, axes, steps = _slice_args(part)
         whole = _projection(part.inputs[0])
         last = len(whole.x.shape) - 1 if whole is not None and whole.x.shape is not None else -1
         if whole is None or whole.columns != slice(None) or start is None or end is None or \
@@ -115,7 +120,7 @@ def _unwrap(value: ir.Value | None, ops: tuple[str, str]) -> ir.Value | None:
     last axis into heads, or the merge back); or None."""
     for op_type in ops:
         node = producer(value, op_type)
-        if node is None or op_type == "Transpose" and list(node.attributes.get_ints("perm", [])) != [0, 2, 1, 3]:
+        if node is None or op_type == "Transpose" and not is_head_split(node):
             return None
         value = node.inputs[0]
     return value
@@ -146,8 +151,7 @@ def _partial_rotary(value: ir.Value) -> Rotation | None:
     head = producer(rotary.inputs[0], "Slice")
     if head is None or head.inputs[0] is not rest.inputs[0]:
         return None
-    (h_start, h_end, h_axes, h_steps), (r_start, r_end, r_axes, r_steps) = (
-        [_ints(n.inputs[i]) if len(n.inputs) > i else None for i in range(1, 5)] for n in (head, rest))
+    (h_start, h_end, h_axes, h_steps), (r_start, r_end, r_axes, r_steps) = _slice_args(head), _slice_args(rest)
     if h_start != [0] or h_end is None or r_start != h_end or r_end is None or h_axes not in ([-1], [3]) or \
             r_axes != h_axes or h_steps not in (None, [1]) or r_steps not in (None, [1]):
         return None
