@@ -24,7 +24,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from glass_onnx.passes.group_query_attention import MS, is_head_split, producer
 from glass_onnx.passes.subgraph_eval import Subgraph
-from glass_onnx.passes.values import graph_input
+from glass_onnx.passes.values import constant_ints, graph_input, initializer
 from glass_onnx.runtime.protocol import INPUT_IDS, POSITION_IDS
 
 
@@ -66,15 +66,9 @@ def _only_use(value: ir.Value) -> bool:
     return len(value.uses()) == 1 and not value.is_graph_output()
 
 
-def _ints(value: ir.Value | None) -> list[int] | None:
-    """The integers a constant value holds, flattened; or None."""
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-    return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
-
-
 def _slice_args(node: ir.Node) -> list[list[int] | None]:
     """A Slice's constant starts, ends, axes and steps (None where absent or not constant)."""
-    return [_ints(node.inputs[i]) if len(node.inputs) > i else None for i in range(1, 5)]
+    return [constant_ints(node.inputs[i]) if len(node.inputs) > i else None for i in range(1, 5)]
 
 
 def _projection(value: ir.Value) -> Projection | None:
@@ -234,12 +228,8 @@ class PackedAttentionPass(ir.passes.InPlacePass):
             """One initializer per distinct table (a Gemma-style model has one per rotary base)."""
             key = signature(value)
             if key not in initializers:
-                name = f"glass.rotary.table_{len(initializers)}"
-                array = np.ascontiguousarray(arrays[key], np.float32)
-                initializers[key] = ir.Value(name=name, shape=ir.Shape(array.shape),
-                                             type=ir.TensorType(ir.DataType.FLOAT),
-                                             const_value=ir.tensor(array, name=name))
-                graph.register_initializer(initializers[key])
+                initializers[key] = initializer(graph, f"glass.rotary.table_{len(initializers)}",
+                                                np.ascontiguousarray(arrays[key], np.float32))
             return initializers[key]
 
         fused = 0
@@ -301,19 +291,12 @@ class PackedAttentionPass(ir.passes.InPlacePass):
         (wq, bq), (wk, bk), (wv, bv) = (p.arrays() for p in (m.q, m.k, m.v))
         name = gqa.name or "attention"
 
-        def packed(parts, label):
-            array = np.concatenate(parts, axis=-1)
-            while label in graph.initializers:  # one weight shared by two layers (identical tensors deduplicated)
-                label += "_"
-            value = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(m.q.weight.dtype),
-                             const_value=ir.tensor(array, name=label))
-            graph.register_initializer(value)
-            return value
-
-        matmul = ir.node("MatMul", [x, packed([wq, wk, wv], f"{m.q.weight.name}.qkv")], name=f"{name}/qkv")
+        weights = initializer(graph, f"{m.q.weight.name}.qkv", np.concatenate([wq, wk, wv], axis=-1))
+        matmul = ir.node("MatMul", [x, weights], name=f"{name}/qkv")
         nodes, qkv = [matmul], matmul.outputs[0]
         if bq is not None:
-            add = ir.node("Add", [qkv, packed([bq, bk, bv], f"{m.q.bias.name}.qkv_bias")], name=f"{name}/qkv_bias")
+            biases = initializer(graph, f"{m.q.bias.name}.qkv_bias", np.concatenate([bq, bk, bv], axis=-1))
+            add = ir.node("Add", [qkv, biases], name=f"{name}/qkv_bias")
             nodes.append(add)
             qkv = add.outputs[0]
         width = sum(w.shape[1] for w in (wq, wk, wv))

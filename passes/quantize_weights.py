@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from glass_onnx.passes.group_query_attention import MS
-from glass_onnx.passes.values import constant
+from glass_onnx.passes.values import constant, initializer
 
 WEIGHTS = "glass.weights"  # model metadata: "int4", once the pass ran
 
@@ -103,8 +103,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             k, n = weight.shape
             packed, scales = quantize_int4(weight, s)
             name = source.name or f"weight_{count}"
-            b = self._initializer(graph, f"{name}.int4", packed)
-            scale = self._initializer(graph, f"{name}.int4_scales", scales.astype(np.float32))
+            b = initializer(graph, f"{name}.int4", packed)
+            scale = initializer(graph, f"{name}.int4_scales", scales.astype(np.float32))
             if source is not node.inputs[1]:
                 tied[id(source)] = (b, scale)
             rewritten = ir.node("MatMulNBits", [node.inputs[0], b, scale], domain=MS, name=node.name,
@@ -132,11 +132,3 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_input()]:
                 graph.initializers.pop(name)
         return ir.passes.PassResult(model, modified=count > 0)
-
-    @staticmethod
-    def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-        dtype = ir.DataType.from_numpy(array.dtype)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
-                         const_value=ir.tensor(array, name=name))
-        graph.register_initializer(value)
-        return value

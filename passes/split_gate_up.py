@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from glass_onnx.passes.values import constant_ints, initializer
+
 
 class SplitFusedGateUpPass(ir.passes.InPlacePass):
     """Rewrites MatMul(x, W [K, N]) whose only reader is a Split of the last axis into two parts as two MatMuls,
@@ -33,14 +35,8 @@ class SplitFusedGateUpPass(ir.passes.InPlacePass):
             name = matmul.name or "gate_up"
             parts, start = [], 0
             for i, (size, out) in enumerate(zip(sizes, split.outputs)):
-                label = f"{fused.name}.part{i}"
-                while label in graph.initializers:
-                    label += "_"
-                array = np.ascontiguousarray(weight[:, start:start + size])
+                w = initializer(graph, f"{fused.name}.part{i}", np.ascontiguousarray(weight[:, start:start + size]))
                 start += size
-                w = ir.Value(name=label, shape=ir.Shape(array.shape), type=ir.TensorType(fused.dtype),
-                             const_value=ir.tensor(array, name=label))
-                graph.register_initializer(w)
                 part = ir.node("MatMul", [matmul.inputs[0], w], name=f"{name}/part{i}")
                 part.outputs[0].dtype, part.outputs[0].shape = out.dtype, out.shape
                 parts.append(part)
@@ -75,10 +71,9 @@ class SplitFusedGateUpPass(ir.passes.InPlacePass):
             return None
         n = int(w.shape[1])
         if len(split.inputs) > 1 and split.inputs[1] is not None:
-            sizes = split.inputs[1].const_value
+            sizes = constant_ints(split.inputs[1])
             if sizes is None:
                 return None
-            sizes = [int(s) for s in sizes.numpy().reshape(-1)]
         else:  # num_outputs: equal parts, the last one smaller when N is odd
             sizes = [(n + 1) // 2, n - (n + 1) // 2]
         return sizes if len(sizes) == 2 and sum(sizes) == n and min(sizes) > 0 else None

@@ -1,4 +1,4 @@
-"""Making and finding values in an ONNX IR graph: the three helpers every pass needs."""
+"""Making and finding values in an ONNX IR graph: the helpers every pass needs."""
 
 from __future__ import annotations
 
@@ -20,3 +20,20 @@ def constant(array, name: str | None = None) -> ir.Node:
 def graph_input(graph: ir.Graph, name: str) -> ir.Value | None:
     """The graph input called ``name``, or None."""
     return next((v for v in graph.inputs if v.name == name), None)
+
+
+def initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, called ``name`` (with ``_`` appended while that name is taken: one
+    weight read by two layers, identical tensors deduplicated)."""
+    while name in graph.initializers:
+        name += "_"
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def constant_ints(value: ir.Value | None) -> list[int] | None:
+    """The integers a constant value (an initializer or a Constant node's output) holds, flattened; or None."""
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
